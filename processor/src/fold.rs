@@ -129,6 +129,13 @@ impl RulesTimeline {
         }
     }
 
+    /// The same changes over a different initial rule set (the configured defaults
+    /// win over those stored with a snapshot; the changes themselves are kept).
+    pub fn with_initial(mut self, initial: RuleSet) -> Self {
+        self.initial = initial;
+        self
+    }
+
     /// Adds a change; `false` if a change with this id is already known.
     fn insert(&mut self, at_ms: i64, id: Uuid, rules: RuleSet) -> bool {
         if self.changes.iter().any(|(_, known, _)| *known == id) {

@@ -4,7 +4,13 @@
 //! Modules:
 //! - [`fold`]: the pure incident fold (SPEC §4). No I/O, no clock.
 //! - [`incidents`]: a pure projection of incident events into incident records,
-//!   shared by the live projection writer and the backtest.
+//!   shared by the backtest and the tests.
+//! - [`config`]: settings from the environment.
+//! - [`store`]: the MySQL projections, fold state, offsets and outbox (one transaction per batch).
+//! - [`service`]: the consumer-group member that ties them together.
 
+pub mod config;
 pub mod fold;
 pub mod incidents;
+pub mod service;
+pub mod store;

@@ -9,6 +9,7 @@
 //! - [`topics`]: Kafka topic names and partition keys.
 //! - [`rules`]: rule names, rule specs and the default rule set.
 //! - [`payload`]: parsing a machine's status payload, every value dialect of SPEC §1.
+//! - [`settings`]: typed configuration lookup with errors that name the key.
 //! - [`duration`]: the duration syntax of SPEC §3 (`0`, `45s`, `30m`, `1h30m`).
 
 pub mod duration;
@@ -16,6 +17,7 @@ pub mod envelope;
 pub mod events;
 pub mod payload;
 pub mod rules;
+pub mod settings;
 pub mod topics;
 
 pub use envelope::{DecodeError, Envelope, SCHEMA_VERSION};

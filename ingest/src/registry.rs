@@ -1,0 +1,102 @@
+//! The machine registry as ingest sees it: re-read from MySQL every few seconds,
+//! diffed against what is being polled; additions, edits, disabling and removals
+//! take effect without a restart and are published as `Machine*` events.
+
+use crate::config::Shard;
+use crate::scheduler::{Anchor, Scheduler, Target};
+use proto_events::{Envelope, Event, MachineRemoved, MachineSpec};
+use sqlx::{MySqlPool, Row};
+use std::collections::{BTreeMap, HashMap};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+/// A registry row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineRow {
+    /// Name (immutable key).
+    pub name: String,
+    /// Its settings.
+    pub spec: MachineSpec,
+}
+
+/// Reads every machine of the registry.
+pub async fn load_machines(pool: &MySqlPool) -> Result<Vec<MachineRow>, sqlx::Error> {
+    let rows = sqlx::query("SELECT name, url, enabled, interval_ms, labels FROM machines").fetch_all(pool).await?;
+    rows.into_iter()
+        .map(|r| {
+            let labels: String = r.try_get("labels")?;
+            let interval_ms: Option<i64> = r.try_get("interval_ms")?;
+            Ok(MachineRow {
+                name: r.try_get("name")?,
+                spec: MachineSpec {
+                    url: r.try_get("url")?,
+                    enabled: r.try_get("enabled")?,
+                    interval_ms: interval_ms.and_then(|v| u64::try_from(v).ok()),
+                    labels: serde_json::from_str::<BTreeMap<String, String>>(&labels).unwrap_or_default(),
+                },
+            })
+        })
+        .collect()
+}
+
+/// Keeps the scheduler in line with the registry.
+pub struct Registry {
+    known: HashMap<String, MachineSpec>,
+    shard: Shard,
+    default_interval_ms: u64,
+    anchor: Anchor,
+}
+
+impl Registry {
+    /// A registry that has seen nothing yet.
+    pub fn new(shard: Shard, default_interval_ms: u64, anchor: Anchor) -> Self {
+        Registry { known: HashMap::new(), shard, default_interval_ms, anchor }
+    }
+
+    /// Applies the current registry rows: updates `scheduler` and publishes a
+    /// `Machine*` event for every difference. Returns how many events it published.
+    pub async fn sync(&mut self, rows: Vec<MachineRow>, scheduler: &mut Scheduler, events: &mpsc::Sender<Envelope>) -> usize {
+        let now = chrono::DateTime::from_timestamp_millis(self.anchor.now_ms()).unwrap_or_default();
+        let mut published = 0;
+        let mut seen = HashMap::new();
+        for row in rows.into_iter().filter(|r| self.shard.owns(&r.name)) {
+            let event = match self.known.get(&row.name) {
+                None => Some(Event::MachineRegistered(row.spec.clone())),
+                Some(old) if *old != row.spec => Some(Event::MachineChanged(row.spec.clone())),
+                Some(_) => None,
+            };
+            if row.spec.enabled {
+                scheduler.upsert(Target {
+                    name: row.name.clone(),
+                    url: row.spec.url.clone(),
+                    interval_ms: row.spec.interval_ms.unwrap_or(self.default_interval_ms),
+                });
+            } else {
+                scheduler.remove(&row.name);
+            }
+            if let Some(event) = event {
+                tracing::info!(machine = %row.name, event = event.type_name(), "registry change");
+                let env = Envelope { event_id: Uuid::new_v4(), machine: row.name.clone(), at: now, event };
+                if events.send(env).await.is_ok() {
+                    published += 1;
+                }
+            }
+            seen.insert(row.name, row.spec);
+        }
+        for name in self.known.keys().filter(|n| !seen.contains_key(*n)) {
+            scheduler.remove(name);
+            tracing::info!(machine = %name, "machine removed from registry");
+            let env = Envelope {
+                event_id: Uuid::new_v4(),
+                machine: name.clone(),
+                at: now,
+                event: Event::MachineRemoved(MachineRemoved {}),
+            };
+            if events.send(env).await.is_ok() {
+                published += 1;
+            }
+        }
+        self.known = seen;
+        published
+    }
+}

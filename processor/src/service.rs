@@ -1,0 +1,363 @@
+//! The processor service: a consumer-group member that folds the machine-event log
+//! into incidents and commits projections, fold state and log positions to MySQL in
+//! one transaction per batch.
+//!
+//! Exactly once without Kafka transactions: MySQL is the source of truth for where
+//! each partition stands. When a partition's first message arrives, the processor
+//! loads its committed offset and fold state; if the broker handed it a different
+//! offset, it seeks. Every commit is fenced on the offset it expects to replace, so
+//! an instance that lost a partition in a rebalance cannot commit stale work.
+//! Incident events go to an outbox in the same transaction and are published after
+//! it, with deterministic ids, so a crash re-emits the same events rather than
+//! losing them.
+
+use crate::config::ProcessorConfig;
+use crate::fold::{Applied, Fold};
+use crate::store::{Batch, CommitError, PartitionBatch, Store};
+use proto_events::{Envelope, Event};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Counters the service exposes.
+#[derive(Debug, Default)]
+pub struct ProcessorStats {
+    /// Messages consumed and folded.
+    pub events_folded: AtomicU64,
+    /// Messages that could not be decoded (skipped, logged with their offset).
+    pub undecodable: AtomicU64,
+    /// Polls discarded as out of order or duplicate.
+    pub discarded: AtomicU64,
+    /// Batches committed.
+    pub batches: AtomicU64,
+    /// Incident events emitted.
+    pub incident_events: AtomicU64,
+    /// Commits refused because another instance owned the partition.
+    pub fenced: AtomicU64,
+}
+
+struct RebalanceFlag {
+    changed: AtomicBool,
+}
+
+impl ClientContext for RebalanceFlag {}
+
+impl ConsumerContext for RebalanceFlag {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => tracing::info!(partitions = ?partition_ids(tpl), "partitions assigned"),
+            Rebalance::Revoke(tpl) => tracing::info!(partitions = ?partition_ids(tpl), "partitions revoked"),
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+        self.changed.store(true, Ordering::SeqCst);
+    }
+}
+
+fn partition_ids(tpl: &TopicPartitionList) -> Vec<i32> {
+    tpl.elements().iter().map(|e| e.partition()).collect()
+}
+
+/// Creates the topics if they do not exist (idempotent).
+pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let new: Vec<NewTopic<'_>> = topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
+    let results = admin.create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))).await?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("creating topic {topic}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+struct PartitionState {
+    fold: Fold,
+    /// Next offset to fold.
+    next_offset: i64,
+    /// Offset committed in MySQL (what the next commit is fenced on).
+    committed: Option<i64>,
+}
+
+/// The running processor.
+pub struct Processor {
+    config: ProcessorConfig,
+    store: Store,
+    consumer: Option<StreamConsumer<RebalanceFlag>>,
+    producer: FutureProducer,
+    stats: Arc<ProcessorStats>,
+    parts: HashMap<i32, PartitionState>,
+    outbox_ready: Arc<Notify>,
+}
+
+impl Processor {
+    /// Connects to the broker and subscribes; call [`Processor::run`] next.
+    pub async fn build(config: ProcessorConfig, pool: sqlx::MySqlPool) -> anyhow::Result<Self> {
+        ensure_topics(&config.kafka_brokers, &[&config.topic, &config.incident_topic], config.partitions).await?;
+        let consumer: StreamConsumer<RebalanceFlag> = ClientConfig::new()
+            .set("bootstrap.servers", &config.kafka_brokers)
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .create_with_context(RebalanceFlag { changed: AtomicBool::new(false) })?;
+        consumer.subscribe(&[&config.topic])?;
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &config.kafka_brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "0")
+            .create()?;
+        let store = Store::new(pool, &config.group_id, &config.topic);
+        Ok(Processor {
+            config,
+            store,
+            consumer: Some(consumer),
+            producer,
+            stats: Arc::new(ProcessorStats::default()),
+            parts: HashMap::new(),
+            outbox_ready: Arc::new(Notify::new()),
+        })
+    }
+
+    /// The service's counters.
+    pub fn stats(&self) -> Arc<ProcessorStats> {
+        self.stats.clone()
+    }
+
+    /// Consumes until `shutdown` resolves, then commits what it has and returns.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let outbox_task = tokio::spawn(publish_outbox(
+            self.store.clone(),
+            self.producer.clone(),
+            self.config.incident_topic.clone(),
+            self.outbox_ready.clone(),
+            self.stats.clone(),
+        ));
+        self.outbox_ready.notify_one();
+        tokio::pin!(shutdown);
+        let Some(consumer) = self.consumer.take() else { anyhow::bail!("processor already ran") };
+        let mut batch = Batch::default();
+        let mut batch_len = 0usize;
+        let mut batch_deadline: Option<Instant> = None;
+        loop {
+            let linger = async {
+                match batch_deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut shutdown => break,
+                _ = linger => {
+                    self.flush(&consumer, &mut batch).await;
+                    batch_len = 0;
+                    batch_deadline = None;
+                }
+                msg = consumer.recv() => {
+                    if consumer.context().changed.swap(false, Ordering::SeqCst) {
+                        // Ownership may have changed: drop uncommitted work and reload
+                        // every partition from MySQL when its next message arrives.
+                        self.parts.clear();
+                        batch = Batch::default();
+                        batch_len = 0;
+                        batch_deadline = None;
+                    }
+                    let msg = match msg {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "consumer error");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            continue;
+                        }
+                    };
+                    let (partition, offset) = (msg.partition(), msg.offset());
+                    if self.handle(&consumer, partition, offset, msg.payload().unwrap_or_default(), &mut batch).await {
+                        batch_len += 1;
+                        batch_deadline.get_or_insert_with(|| Instant::now() + self.config.batch_linger);
+                        if batch_len >= self.config.batch_max {
+                            self.flush(&consumer, &mut batch).await;
+                            batch_len = 0;
+                            batch_deadline = None;
+                        }
+                    }
+                }
+            }
+        }
+        self.flush(&consumer, &mut batch).await;
+        // Give the outbox a moment to publish what the last commit produced.
+        self.outbox_ready.notify_one();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        outbox_task.abort();
+        Ok(())
+    }
+
+    /// Folds one message into the batch. `false` when the message was skipped
+    /// because it is not where the partition stands (before or after a seek).
+    async fn handle(&mut self, consumer: &StreamConsumer<RebalanceFlag>, partition: i32, offset: i64, payload: &[u8], batch: &mut Batch) -> bool {
+        if !self.parts.contains_key(&partition) {
+            let pos = loop {
+                match self.store.load_partition(partition).await {
+                    Ok(pos) => break pos,
+                    Err(e) => {
+                        tracing::warn!(partition, error = %e, "loading partition state failed; retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                }
+            };
+            let mut fold = Fold::new(self.config.rules);
+            if let Some(rules) = pos.rules {
+                fold.restore_rules_timeline(rules.with_initial(self.config.rules));
+            }
+            for (machine, state) in pos.machines {
+                fold.restore_machine_state(machine, state);
+            }
+            tracing::info!(partition, committed = ?pos.next_offset, "partition loaded");
+            self.parts.insert(partition, PartitionState { fold, next_offset: pos.next_offset.unwrap_or(offset), committed: pos.next_offset });
+        }
+        let Some(state) = self.parts.get_mut(&partition) else { return false };
+        if offset != state.next_offset {
+            if offset > state.next_offset {
+                // The broker is ahead of our committed position: rewind.
+                let target = Offset::Offset(state.next_offset);
+                if let Err(e) = consumer.seek(&self.config.topic, partition, target, Duration::from_secs(5)) {
+                    tracing::warn!(partition, error = %e, "seek failed; reloading partition");
+                    self.parts.remove(&partition);
+                }
+            }
+            // offset < next: already folded (delivered again after a seek); skip.
+            return false;
+        }
+        state.next_offset = offset + 1;
+        let entry = batch.partitions.entry(partition).or_insert_with(|| PartitionBatch {
+            expected_offset: state.committed,
+            ..PartitionBatch::default()
+        });
+        entry.next_offset = offset + 1;
+        match Envelope::decode(payload) {
+            Err(e) => {
+                self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(partition, offset, error = %e, "undecodable message skipped");
+            }
+            Ok(env) => {
+                let before = batch.incident_events.len();
+                match state.fold.apply(&env, &mut batch.incident_events) {
+                    Applied::Folded => {
+                        self.stats.events_folded.fetch_add(1, Ordering::Relaxed);
+                        if !env.machine.is_empty() {
+                            entry.touched.insert(env.machine.clone());
+                        }
+                        if matches!(env.event, Event::MetricSampled(_) | Event::PollFailed(_)) {
+                            batch.polls.push(env);
+                        }
+                    }
+                    Applied::DiscardedDuplicate | Applied::DiscardedOutOfOrder => {
+                        self.stats.discarded.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(partition, offset, machine = %env.machine, "poll discarded (order/duplicate)");
+                    }
+                    Applied::IgnoredInactiveMachine | Applied::Ignored => {}
+                }
+                let emitted = batch.incident_events.len() - before;
+                self.stats.incident_events.fetch_add(emitted as u64, Ordering::Relaxed);
+            }
+        }
+        true
+    }
+
+    /// Commits the batch, retrying database failures with backoff. A fenced commit
+    /// drops the batch and every partition's state: they reload from MySQL.
+    async fn flush(&mut self, consumer: &StreamConsumer<RebalanceFlag>, batch: &mut Batch) {
+        if batch.is_empty() {
+            return;
+        }
+        for (partition, p) in batch.partitions.iter_mut() {
+            if let Some(state) = self.parts.get(partition) {
+                p.rules = Some(state.fold.rules_timeline().clone());
+                for machine in p.touched.drain() {
+                    if let Some(s) = state.fold.machine_state(&machine) {
+                        p.machine_states.insert(machine, s.clone());
+                    }
+                }
+            }
+        }
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.store.commit(batch).await {
+                Ok(()) => {
+                    self.stats.batches.fetch_add(1, Ordering::Relaxed);
+                    let mut tpl = TopicPartitionList::new();
+                    for (partition, p) in &batch.partitions {
+                        if let Some(state) = self.parts.get_mut(partition) {
+                            state.committed = Some(p.next_offset);
+                        }
+                        let _ = tpl.add_partition_offset(&self.config.topic, *partition, Offset::Offset(p.next_offset));
+                    }
+                    // A hint for lag monitoring only; MySQL holds the real position.
+                    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                        tracing::debug!(error = %e, "kafka offset commit (hint) failed");
+                    }
+                    if !batch.incident_events.is_empty() {
+                        self.outbox_ready.notify_one();
+                    }
+                    break;
+                }
+                Err(CommitError::Fenced(f)) => {
+                    self.stats.fenced.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%f, "commit fenced; reloading partitions from MySQL");
+                    self.parts.clear();
+                    break;
+                }
+                Err(CommitError::Db(e)) => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "commit failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        *batch = Batch::default();
+    }
+}
+
+/// Publishes outbox entries in order, deleting them once the broker acknowledged them.
+async fn publish_outbox(store: Store, producer: FutureProducer, topic: String, ready: Arc<Notify>, _stats: Arc<ProcessorStats>) {
+    loop {
+        ready.notified().await;
+        loop {
+            let rows = match store.outbox(500).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading outbox failed");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let Some(last) = rows.last().map(|r| r.0) else { break };
+            let sends = rows.iter().map(|(_, machine, payload)| {
+                producer.send(FutureRecord::to(&topic).key(machine.as_str()).payload(payload.as_str()), Duration::from_secs(30))
+            });
+            let results = futures::future::join_all(sends).await;
+            if let Some(Err((e, _))) = results.into_iter().find(|r| r.is_err()) {
+                tracing::warn!(error = %e, "publishing incident events failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            if let Err(e) = store.outbox_done(last).await {
+                tracing::warn!(error = %e, "clearing outbox failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! The MySQL side of the processor: projections (incidents, latest state per
+//! machine, sample history), fold state, log positions and the incident outbox, all
+//! written in one transaction per batch. That transaction is the exactly-once point.
+
+use crate::fold::{MachineState, RulesTimeline};
+use chrono::{DateTime, Utc};
+use proto_events::{Envelope, Event};
+use sqlx::{MySqlPool, QueryBuilder, Row};
+use std::collections::{BTreeMap, HashMap};
+
+/// Where a partition stands in MySQL.
+#[derive(Debug)]
+pub struct PartitionPosition {
+    /// Next offset to process; `None` when the partition was never committed.
+    pub next_offset: Option<i64>,
+    /// The rules timeline committed with it.
+    pub rules: Option<RulesTimeline>,
+    /// Fold state of every machine of the partition.
+    pub machines: Vec<(String, MachineState)>,
+}
+
+/// Another instance committed this partition since we loaded it: our batch is stale.
+#[derive(Debug, thiserror::Error)]
+#[error("partition {partition} moved on (expected offset {expected:?}); batch dropped")]
+pub struct Fenced {
+    /// The partition.
+    pub partition: i32,
+    /// The offset we expected to find.
+    pub expected: Option<i64>,
+}
+
+/// Errors of a batch commit.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// Lost ownership of a partition; reload and continue.
+    #[error(transparent)]
+    Fenced(#[from] Fenced),
+    /// The database failed; retry with backoff.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Everything one batch writes, per partition.
+#[derive(Debug, Default)]
+pub struct PartitionBatch {
+    /// Offset the partition was at when the batch began (for fencing).
+    pub expected_offset: Option<i64>,
+    /// Offset after the last message of the batch.
+    pub next_offset: i64,
+    /// Rules timeline after the batch.
+    pub rules: Option<RulesTimeline>,
+    /// Machines whose fold state changed, with their new state (filled at flush).
+    pub machine_states: HashMap<String, MachineState>,
+    /// Machines touched by the batch.
+    pub touched: std::collections::HashSet<String>,
+}
+
+/// One transaction's worth of work.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Per partition: positions and fold state.
+    pub partitions: BTreeMap<i32, PartitionBatch>,
+    /// Poll events, for `samples` and `machine_latest`.
+    pub polls: Vec<Envelope>,
+    /// Incident events the fold emitted, in order.
+    pub incident_events: Vec<Envelope>,
+}
+
+impl Batch {
+    /// Whether nothing was gathered.
+    pub fn is_empty(&self) -> bool {
+        self.partitions.is_empty()
+    }
+}
+
+/// MySQL store of one consumer group.
+#[derive(Clone)]
+pub struct Store {
+    pool: MySqlPool,
+    group: String,
+    topic: String,
+}
+
+fn ts(t: DateTime<Utc>) -> chrono::NaiveDateTime {
+    t.naive_utc()
+}
+
+impl Store {
+    /// A store for `group` consuming `topic`.
+    pub fn new(pool: MySqlPool, group: &str, topic: &str) -> Self {
+        Store { pool, group: group.to_owned(), topic: topic.to_owned() }
+    }
+
+    /// The pool (for readiness checks).
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
+    /// Loads a partition's committed position and fold state.
+    pub async fn load_partition(&self, partition: i32) -> Result<PartitionPosition, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT next_offset, rules_timeline FROM processor_offsets WHERE consumer_group = ? AND topic = ? AND partition_id = ?",
+        )
+        .bind(&self.group)
+        .bind(&self.topic)
+        .bind(partition)
+        .fetch_optional(&self.pool)
+        .await?;
+        let (next_offset, rules) = match row {
+            Some(row) => {
+                let rules: String = row.try_get("rules_timeline")?;
+                (Some(row.try_get::<i64, _>("next_offset")?), serde_json::from_str(&rules).ok())
+            }
+            None => (None, None),
+        };
+        let rows = sqlx::query("SELECT machine, state FROM fold_state WHERE consumer_group = ? AND partition_id = ?")
+            .bind(&self.group)
+            .bind(partition)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut machines = Vec::with_capacity(rows.len());
+        for row in rows {
+            let machine: String = row.try_get("machine")?;
+            let state: String = row.try_get("state")?;
+            match serde_json::from_str(&state) {
+                Ok(state) => machines.push((machine, state)),
+                Err(e) => tracing::error!(%machine, error = %e, "unreadable fold state; machine starts fresh"),
+            }
+        }
+        Ok(PartitionPosition { next_offset, rules, machines })
+    }
+
+    /// Commits a batch: projections, fold state, outbox and offsets in one
+    /// transaction, fenced on the offsets we expected to find.
+    pub async fn commit(&self, batch: &Batch) -> Result<(), CommitError> {
+        let mut tx = self.pool.begin().await?;
+        let now = Utc::now().naive_utc();
+        for (&partition, p) in &batch.partitions {
+            let rules = serde_json::to_string(&p.rules).unwrap_or_else(|_| "null".to_owned());
+            let fenced = || Fenced { partition, expected: p.expected_offset };
+            match p.expected_offset {
+                Some(expected) => {
+                    let done = sqlx::query(
+                        "UPDATE processor_offsets SET next_offset = ?, rules_timeline = ?, updated_at = ? \
+                         WHERE consumer_group = ? AND topic = ? AND partition_id = ? AND next_offset = ?",
+                    )
+                    .bind(p.next_offset)
+                    .bind(&rules)
+                    .bind(now)
+                    .bind(&self.group)
+                    .bind(&self.topic)
+                    .bind(partition)
+                    .bind(expected)
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() != 1 {
+                        return Err(fenced().into());
+                    }
+                }
+                None => {
+                    let inserted = sqlx::query(
+                        "INSERT INTO processor_offsets (consumer_group, topic, partition_id, next_offset, rules_timeline, updated_at) \
+                         VALUES (?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(&self.group)
+                    .bind(&self.topic)
+                    .bind(partition)
+                    .bind(p.next_offset)
+                    .bind(&rules)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await;
+                    match inserted {
+                        Ok(_) => {}
+                        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Err(fenced().into()),
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+            }
+            if !p.machine_states.is_empty() {
+                let mut q = QueryBuilder::new("INSERT INTO fold_state (consumer_group, machine, partition_id, state) ");
+                q.push_values(&p.machine_states, |mut b, (machine, state)| {
+                    b.push_bind(&self.group)
+                        .push_bind(machine)
+                        .push_bind(partition)
+                        .push_bind(serde_json::to_string(state).unwrap_or_default());
+                });
+                q.push(" ON DUPLICATE KEY UPDATE partition_id = VALUES(partition_id), state = VALUES(state)");
+                q.build().execute(&mut *tx).await?;
+            }
+        }
+        self.write_polls(&mut tx, &batch.polls).await?;
+        self.write_incidents(&mut tx, &batch.incident_events).await?;
+        if !batch.incident_events.is_empty() {
+            let mut q = QueryBuilder::new("INSERT INTO incident_outbox (consumer_group, machine, payload) ");
+            q.push_values(&batch.incident_events, |mut b, env| {
+                b.push_bind(&self.group)
+                    .push_bind(&env.machine)
+                    .push_bind(String::from_utf8_lossy(&env.encode()).into_owned());
+            });
+            q.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn write_polls(&self, tx: &mut sqlx::MySqlConnection, polls: &[Envelope]) -> Result<(), sqlx::Error> {
+        if polls.is_empty() {
+            return Ok(());
+        }
+        let mut q = QueryBuilder::new("INSERT IGNORE INTO samples (machine, observed_at, cpu, mem, disk, uptime_s, failure_reason) ");
+        q.push_values(polls, |mut b, env| {
+            b.push_bind(&env.machine).push_bind(ts(env.at));
+            match &env.event {
+                Event::MetricSampled(s) => {
+                    b.push_bind(s.cpu).push_bind(s.mem).push_bind(s.disk).push_bind(s.uptime_s).push_bind(None::<&str>);
+                }
+                Event::PollFailed(f) => {
+                    b.push_bind(None::<f64>)
+                        .push_bind(None::<f64>)
+                        .push_bind(None::<f64>)
+                        .push_bind(None::<u64>)
+                        .push_bind(Some(f.reason.as_str()));
+                }
+                _ => {
+                    b.push_bind(None::<f64>).push_bind(None::<f64>).push_bind(None::<f64>).push_bind(None::<u64>).push_bind(None::<&str>);
+                }
+            }
+        });
+        q.build().execute(&mut *tx).await?;
+
+        // Latest state: the newest poll of each machine in this batch.
+        let mut latest: HashMap<&str, &Envelope> = HashMap::new();
+        for env in polls {
+            let newer = latest.get(env.machine.as_str()).is_none_or(|prev| env.at > prev.at);
+            if newer {
+                latest.insert(&env.machine, env);
+            }
+        }
+        let mut q = QueryBuilder::new(
+            "INSERT INTO machine_latest (machine, observed_at, status, cpu, mem, disk, uptime_s, failure_reason, failure_detail, last_success_at) ",
+        );
+        q.push_values(latest.values(), |mut b, env| {
+            b.push_bind(&env.machine).push_bind(ts(env.at));
+            match &env.event {
+                Event::MetricSampled(s) => {
+                    b.push_bind("up")
+                        .push_bind(s.cpu)
+                        .push_bind(s.mem)
+                        .push_bind(s.disk)
+                        .push_bind(s.uptime_s)
+                        .push_bind(None::<&str>)
+                        .push_bind(None::<&str>)
+                        .push_bind(Some(ts(env.at)));
+                }
+                Event::PollFailed(f) => {
+                    let detail: String = f.detail.chars().take(600).collect();
+                    b.push_bind("unreachable")
+                        .push_bind(None::<f64>)
+                        .push_bind(None::<f64>)
+                        .push_bind(None::<f64>)
+                        .push_bind(None::<u64>)
+                        .push_bind(Some(f.reason.as_str()))
+                        .push_bind(Some(detail))
+                        .push_bind(None::<chrono::NaiveDateTime>);
+                }
+                _ => {}
+            }
+        });
+        // Only move forward in event time; keep the last success when a poll fails.
+        q.push(
+            " ON DUPLICATE KEY UPDATE \
+             status = IF(VALUES(observed_at) > observed_at, VALUES(status), status), \
+             cpu = IF(VALUES(observed_at) > observed_at, VALUES(cpu), cpu), \
+             mem = IF(VALUES(observed_at) > observed_at, VALUES(mem), mem), \
+             disk = IF(VALUES(observed_at) > observed_at, VALUES(disk), disk), \
+             uptime_s = IF(VALUES(observed_at) > observed_at, VALUES(uptime_s), uptime_s), \
+             failure_reason = IF(VALUES(observed_at) > observed_at, VALUES(failure_reason), failure_reason), \
+             failure_detail = IF(VALUES(observed_at) > observed_at, VALUES(failure_detail), failure_detail), \
+             last_success_at = IF(VALUES(observed_at) > observed_at, COALESCE(VALUES(last_success_at), last_success_at), last_success_at), \
+             observed_at = GREATEST(observed_at, VALUES(observed_at))",
+        );
+        q.build().execute(&mut *tx).await?;
+        Ok(())
+    }
+
+    async fn write_incidents(&self, tx: &mut sqlx::MySqlConnection, events: &[Envelope]) -> Result<(), sqlx::Error> {
+        for env in events {
+            match &env.event {
+                Event::IncidentOpened(o) => {
+                    sqlx::query(
+                        "INSERT INTO incidents (id, machine, rule, threshold, for_ms, started_at, opened_at, peak, last_value, last_breach_at) \
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE id = id",
+                    )
+                    .bind(o.incident_id.to_string())
+                    .bind(&env.machine)
+                    .bind(o.rule.as_str())
+                    .bind(o.threshold)
+                    .bind(o.for_ms as i64)
+                    .bind(ts(o.started_at))
+                    .bind(ts(o.opened_at))
+                    .bind(o.peak)
+                    .bind(o.last_value)
+                    .bind(ts(o.opened_at))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Event::IncidentUpdated(u) => {
+                    sqlx::query(
+                        "UPDATE incidents SET peak = ?, last_value = ?, last_breach_at = ? WHERE id = ? AND last_breach_at <= ?",
+                    )
+                    .bind(u.peak)
+                    .bind(u.last_value)
+                    .bind(ts(u.last_breach_at))
+                    .bind(u.incident_id.to_string())
+                    .bind(ts(u.last_breach_at))
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                Event::IncidentResolved(r) => {
+                    sqlx::query("UPDATE incidents SET resolved_at = ?, resolution = ? WHERE id = ? AND resolved_at IS NULL")
+                        .bind(ts(r.resolved_at))
+                        .bind(r.reason.as_str())
+                        .bind(r.incident_id.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The oldest outbox entries of this group, up to `limit`: `(seq, machine, payload)`.
+    pub async fn outbox(&self, limit: u32) -> Result<Vec<(i64, String, String)>, sqlx::Error> {
+        let rows = sqlx::query("SELECT seq, machine, payload FROM incident_outbox WHERE consumer_group = ? ORDER BY seq LIMIT ?")
+            .bind(&self.group)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter()
+            .map(|r| Ok((r.try_get("seq")?, r.try_get("machine")?, r.try_get("payload")?)))
+            .collect()
+    }
+
+    /// Deletes published outbox entries up to and including `seq`.
+    pub async fn outbox_done(&self, seq: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM incident_outbox WHERE consumer_group = ? AND seq <= ?")
+            .bind(&self.group)
+            .bind(seq)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Applies the schema migrations in `migrations/` (idempotent).
+pub async fn migrate(pool: &MySqlPool) -> Result<(), sqlx::migrate::MigrateError> {
+    sqlx::migrate!("../migrations").run(pool).await
+}

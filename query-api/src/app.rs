@@ -1,0 +1,76 @@
+//! Builds the HTTP application and binds its listener, so tests start the same
+//! application on port 0.
+
+use crate::config::ApiConfig;
+use crate::incidents::IncidentsApi;
+use poem::listener::TcpAcceptor;
+use poem::{get, handler, http::StatusCode, web::Data, EndpointExt, IntoResponse, Response, Route, Server};
+use poem_openapi::OpenApiService;
+use sqlx::MySqlPool;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The OpenAPI service (also used to print the spec).
+pub fn api_service(pool: MySqlPool) -> OpenApiService<IncidentsApi, ()> {
+    OpenApiService::new(IncidentsApi { pool }, "Resource Monitor API", env!("CARGO_PKG_VERSION")).server("/api")
+}
+
+#[handler]
+fn healthz() -> &'static str {
+    "ok"
+}
+
+#[handler]
+async fn readyz(pool: Data<&MySqlPool>) -> Response {
+    match sqlx::query("SELECT 1").execute(*pool).await {
+        Ok(_) => "ready".into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {e}")).into_response(),
+    }
+}
+
+/// All routes.
+pub fn routes(pool: MySqlPool) -> impl poem::Endpoint {
+    let api = api_service(pool.clone());
+    let spec = api.spec_endpoint();
+    Route::new()
+        .at("/api/openapi.json", spec)
+        .nest("/api", api)
+        .at("/healthz", get(healthz))
+        .at("/readyz", get(readyz))
+        .data(pool)
+}
+
+/// A bound, not yet running, query-api.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    pool: MySqlPool,
+}
+
+impl Application {
+    /// Binds `config.listen_addr` (port 0 picks a free port).
+    pub async fn build(config: &ApiConfig, pool: MySqlPool) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
+        let addr = listener.local_addr()?;
+        Ok(Application { listener, addr, pool })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` resolves.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let acceptor = TcpAcceptor::from_tokio(self.listener)?;
+        Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(routes(self.pool), shutdown, Some(Duration::from_secs(5)))
+            .await
+    }
+}
+
+/// Applies the schema migrations in `migrations/` (idempotent, locked).
+pub async fn migrate(pool: &MySqlPool) -> Result<(), sqlx::migrate::MigrateError> {
+    sqlx::migrate!("../migrations").run(pool).await
+}

@@ -1,0 +1,195 @@
+//! `/api/incidents`: the incident projection, read-only.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
+use sqlx::{MySqlPool, QueryBuilder, Row};
+
+use crate::error::ErrorBody;
+
+#[derive(Tags)]
+enum ApiTags {
+    /// Incidents opened and resolved by the rules.
+    Incidents,
+}
+
+/// Which incidents to list.
+#[derive(Debug, Clone, Copy, Enum, Default, PartialEq, Eq)]
+#[oai(rename_all = "lowercase")]
+pub enum StatusFilter {
+    /// Open incidents only.
+    Open,
+    /// Resolved incidents only.
+    Resolved,
+    /// Both (default).
+    #[default]
+    All,
+}
+
+/// One incident.
+#[derive(Debug, Clone, Object, PartialEq)]
+pub struct Incident {
+    /// Deterministic id (from machine, rule and run start).
+    pub id: String,
+    /// Machine name.
+    pub machine: String,
+    /// Rule: `cpu`, `mem`, `disk` or `unreachable`.
+    pub rule: String,
+    /// `open` or `resolved`.
+    pub status: String,
+    /// Threshold in force when it opened (percent).
+    pub threshold: f64,
+    /// `for` in force when it opened, in milliseconds.
+    pub for_ms: i64,
+    /// Start of the run that led to it.
+    pub started_at: DateTime<Utc>,
+    /// When it opened.
+    pub opened_at: DateTime<Utc>,
+    /// Highest breaching value; absent for `unreachable`.
+    pub peak: Option<f64>,
+    /// Latest breaching value.
+    pub last_value: Option<f64>,
+    /// Time of the latest breaching event.
+    pub last_breach_at: DateTime<Utc>,
+    /// When it resolved.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// `cleared` or `machine_removed`; empty while open.
+    pub resolution: String,
+}
+
+/// A page of incidents.
+#[derive(Debug, Object)]
+pub struct IncidentPage {
+    /// Open first, then newest first.
+    pub incidents: Vec<Incident>,
+}
+
+#[derive(ApiResponse)]
+enum ListResponse {
+    /// The incidents matching the filters.
+    #[oai(status = 200)]
+    Ok(Json<IncidentPage>),
+    /// A filter was invalid.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// The database is unavailable.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+#[derive(ApiResponse)]
+enum GetResponse {
+    /// The incident.
+    #[oai(status = 200)]
+    Ok(Json<Incident>),
+    /// No incident has this id.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The database is unavailable.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+/// The incidents endpoints.
+pub struct IncidentsApi {
+    /// The projection database.
+    pub pool: MySqlPool,
+}
+
+const COLUMNS: &str = "id, machine, rule, threshold, for_ms, started_at, opened_at, peak, last_value, last_breach_at, resolved_at, resolution";
+
+fn utc(t: NaiveDateTime) -> DateTime<Utc> {
+    t.and_utc()
+}
+
+fn row_to_incident(r: &sqlx::mysql::MySqlRow) -> Result<Incident, sqlx::Error> {
+    let resolved_at: Option<NaiveDateTime> = r.try_get("resolved_at")?;
+    Ok(Incident {
+        id: r.try_get("id")?,
+        machine: r.try_get("machine")?,
+        rule: r.try_get("rule")?,
+        status: if resolved_at.is_some() { "resolved" } else { "open" }.to_owned(),
+        threshold: r.try_get("threshold")?,
+        for_ms: r.try_get("for_ms")?,
+        started_at: utc(r.try_get("started_at")?),
+        opened_at: utc(r.try_get("opened_at")?),
+        peak: r.try_get("peak")?,
+        last_value: r.try_get("last_value")?,
+        last_breach_at: utc(r.try_get("last_breach_at")?),
+        resolved_at: resolved_at.map(utc),
+        resolution: r.try_get("resolution")?,
+    })
+}
+
+#[OpenApi(tag = "ApiTags::Incidents")]
+impl IncidentsApi {
+    /// List incidents, open first, then newest first.
+    #[oai(path = "/incidents", method = "get", operation_id = "list_incidents")]
+    async fn list(
+        &self,
+        /// `open`, `resolved` or `all` (default).
+        status: Query<Option<StatusFilter>>,
+        /// Only this machine.
+        machine: Query<Option<String>>,
+        /// Only this rule.
+        rule: Query<Option<String>>,
+        /// Only incidents opened at or after this time (RFC 3339).
+        since: Query<Option<DateTime<Utc>>>,
+        /// Only incidents opened before this time (RFC 3339).
+        until: Query<Option<DateTime<Utc>>>,
+        /// At most this many (1..=1000, default 200).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<Option<u32>>,
+    ) -> ListResponse {
+        if let Some(rule) = rule.0.as_deref() {
+            if rule.parse::<proto_events::RuleName>().is_err() {
+                return ListResponse::BadRequest(Json(ErrorBody::new("bad_request", format!("unknown rule {rule:?}"))));
+            }
+        }
+        let mut q = QueryBuilder::new(format!("SELECT {COLUMNS} FROM incidents WHERE 1=1"));
+        match status.0.unwrap_or_default() {
+            StatusFilter::Open => {
+                q.push(" AND resolved_at IS NULL");
+            }
+            StatusFilter::Resolved => {
+                q.push(" AND resolved_at IS NOT NULL");
+            }
+            StatusFilter::All => {}
+        }
+        if let Some(m) = machine.0 {
+            q.push(" AND machine = ").push_bind(m);
+        }
+        if let Some(r) = rule.0 {
+            q.push(" AND rule = ").push_bind(r);
+        }
+        if let Some(t) = since.0 {
+            q.push(" AND opened_at >= ").push_bind(t.naive_utc());
+        }
+        if let Some(t) = until.0 {
+            q.push(" AND opened_at < ").push_bind(t.naive_utc());
+        }
+        q.push(" ORDER BY (resolved_at IS NULL) DESC, opened_at DESC, id LIMIT ").push_bind(limit.0.unwrap_or(200));
+        match q.build().fetch_all(&self.pool).await.and_then(|rows| rows.iter().map(row_to_incident).collect()) {
+            Ok(incidents) => ListResponse::Ok(Json(IncidentPage { incidents })),
+            Err(e) => {
+                tracing::error!(error = %e, "listing incidents failed");
+                ListResponse::Unavailable(Json(ErrorBody::new("unavailable", "the database is unavailable")))
+            }
+        }
+    }
+
+    /// One incident by id.
+    #[oai(path = "/incidents/:id", method = "get", operation_id = "get_incident")]
+    async fn get(&self, id: Path<String>) -> GetResponse {
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM incidents WHERE id = ?")).bind(&id.0).fetch_optional(&self.pool).await;
+        match row.and_then(|r| r.as_ref().map(row_to_incident).transpose()) {
+            Ok(Some(i)) => GetResponse::Ok(Json(i)),
+            Ok(None) => GetResponse::NotFound(Json(ErrorBody::new("not_found", format!("no incident {:?}", id.0)))),
+            Err(e) => {
+                tracing::error!(error = %e, "reading incident failed");
+                GetResponse::Unavailable(Json(ErrorBody::new("unavailable", "the database is unavailable")))
+            }
+        }
+    }
+}
