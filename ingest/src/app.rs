@@ -45,7 +45,7 @@ pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow
 
 /// Runs ingest until `shutdown` resolves.
 pub async fn run(config: IngestConfig, pool: MySqlPool, stats: IngestStats, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let topic = crate::publisher::default_topic();
+    let topic = config.topic.clone();
     ensure_topic(&config.kafka_brokers, &topic, config.partitions).await.context("creating the machine-event topic")?;
     let producer = build_producer(&config.kafka_brokers).context("creating the Kafka producer")?;
     let (tx, rx) = mpsc::channel(10_000);

@@ -41,6 +41,8 @@ pub struct IngestConfig {
     pub database_url: String,
     /// `KAFKA_BROKERS`: bootstrap servers.
     pub kafka_brokers: String,
+    /// Topic the events go to (fixed: `monitor.machine-events.v1`; tests use their own).
+    pub topic: String,
     /// `KAFKA_PARTITIONS`: partitions to create the topic with if missing (default 6).
     pub partitions: i32,
     /// `POLL_INTERVAL`: default poll interval (default 15m).
@@ -78,6 +80,7 @@ impl IngestConfig {
         Ok(IngestConfig {
             database_url: s.required("DATABASE_URL")?,
             kafka_brokers: s.required("KAFKA_BROKERS")?,
+            topic: proto_events::topics::MACHINE_EVENTS.to_owned(),
             partitions: s.parse_or("KAFKA_PARTITIONS", 6i32)?,
             poll_interval,
             poll_timeout: s.duration_or("POLL_TIMEOUT", Duration::from_secs(10))?,

@@ -4,7 +4,7 @@
 //! is full, which pushes back on the channel and so on the pollers.
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use proto_events::{topics, Envelope, Event};
+use proto_events::{Envelope, Event};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -91,9 +91,4 @@ pub async fn run_publisher(producer: FutureProducer, topic: String, mut rx: mpsc
     if let Err(e) = producer.flush(Duration::from_secs(10)) {
         tracing::warn!(error = %e, "producer flush incomplete");
     }
-}
-
-/// The default topic of everything ingest publishes.
-pub fn default_topic() -> String {
-    topics::MACHINE_EVENTS.to_owned()
 }

@@ -1,4 +1,7 @@
-//! Test support shared by the integration tests: the fake fleet, service addresses,
-//! fresh databases and topics, and helpers that spawn each service on port 0.
+//! Test support shared by the integration tests: the fake fleet, the real
+//! services (MariaDB, a Kafka-protocol broker) with per-test isolation, and
+//! helpers that spawn each service in-process on port 0.
 
 pub mod fleet;
+pub mod services;
+pub mod spawn;

@@ -1,0 +1,118 @@
+//! Spawning the services in-process, configured exactly as their binaries are
+//! (through `Settings`), each with a stop handle.
+
+use crate::services::kafka_brokers;
+use anyhow::Context;
+use proto_events::settings::Settings;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A service task with a graceful stop and a hard abort.
+pub struct Spawned {
+    stop: Option<oneshot::Sender<()>>,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Spawned {
+    fn start<F>(f: impl FnOnce(oneshot::Receiver<()>) -> F) -> Self
+    where
+        F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        Spawned { stop: Some(tx), handle: tokio::spawn(f(rx)) }
+    }
+
+    /// Asks the service to shut down gracefully and waits (at most 30 s).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        tokio::time::timeout(Duration::from_secs(30), &mut self.handle).await.context("service did not stop within 30s")??
+    }
+
+    /// Kills the service task where it stands (a crash, as far as its state goes).
+    pub fn abort(self) {
+        self.handle.abort();
+    }
+}
+
+fn settings(db_url: &str, extra: &[(&str, &str)]) -> anyhow::Result<Settings> {
+    let mut map: HashMap<String, String> = HashMap::new();
+    map.insert("DATABASE_URL".into(), db_url.into());
+    map.insert("KAFKA_BROKERS".into(), kafka_brokers()?);
+    map.insert("KAFKA_FETCH_WAIT_MAX_MS".into(), "10".into());
+    for (k, v) in extra {
+        map.insert((*k).into(), (*v).into());
+    }
+    Ok(Settings::from_map(map))
+}
+
+/// Starts ingest on `topic`, polling every `interval`.
+pub async fn spawn_ingest(db_url: &str, topic: &str, extra: &[(&str, &str)]) -> anyhow::Result<Spawned> {
+    let mut config = ingest::config::IngestConfig::from_settings(&settings(db_url, extra)?)?;
+    config.topic = topic.to_owned();
+    let pool = sqlx::MySqlPool::connect(db_url).await?;
+    Ok(Spawned::start(move |stop| async move {
+        ingest::app::run(config, pool, Default::default(), async {
+            let _ = stop.await;
+        })
+        .await
+    }))
+}
+
+/// Starts a processor instance in consumer group `group`.
+pub async fn spawn_processor(db_url: &str, topic: &str, incident_topic: &str, group: &str, extra: &[(&str, &str)]) -> anyhow::Result<Spawned> {
+    let mut pairs = vec![("PROCESSOR_GROUP_ID", group), ("PROCESSOR_BATCH_LINGER", "20ms")];
+    pairs.extend_from_slice(extra);
+    let mut config = processor::config::ProcessorConfig::from_settings(&settings(db_url, &pairs)?)?;
+    config.topic = topic.to_owned();
+    config.incident_topic = incident_topic.to_owned();
+    let pool = sqlx::MySqlPool::connect(db_url).await?;
+    let service = processor::service::Processor::build(config, pool).await?;
+    Ok(Spawned::start(move |stop| async move {
+        service
+            .run(async {
+                let _ = stop.await;
+            })
+            .await
+    }))
+}
+
+/// A running query-api and a client for it.
+pub struct Api {
+    /// The service.
+    pub service: Spawned,
+    /// `http://127.0.0.1:PORT`.
+    pub base_url: String,
+    /// A plain HTTP client.
+    pub client: reqwest::Client,
+}
+
+impl Api {
+    /// `GET {base}{path}` as JSON.
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+        let r = self.client.get(format!("{}{path}", self.base_url)).send().await?;
+        let status = r.status().as_u16();
+        let body = r.bytes().await?;
+        let json = serde_json::from_slice(&body).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into()));
+        Ok((status, json))
+    }
+}
+
+/// Starts query-api on a free port.
+pub async fn spawn_api(db_url: &str) -> anyhow::Result<Api> {
+    let config = query_api::config::ApiConfig::from_settings(&settings(db_url, &[("API_LISTEN_ADDR", "127.0.0.1:0")])?)?;
+    let pool = sqlx::MySqlPool::connect(db_url).await?;
+    let app = query_api::app::Application::build(&config, pool).await?;
+    let base_url = format!("http://{}", app.addr());
+    let service = Spawned::start(move |stop| async move {
+        app.run(async {
+            let _ = stop.await;
+        })
+        .await?;
+        Ok(())
+    });
+    Ok(Api { service, base_url, client: reqwest::Client::new() })
+}
