@@ -27,7 +27,23 @@ pub struct IngestStats {
 
 /// Creates the machine-event topic if it does not exist.
 pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    // Only create it when missing: asking a broker to create an existing topic is
+    // not always harmless (with tansu it disturbs the consumer groups on it).
+    if let Ok(md) = admin
+        .inner()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+    {
+        if md
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+        {
+            return Ok(());
+        }
+    }
     let results = admin
         .create_topics(
             &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
@@ -44,9 +60,16 @@ pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow
 }
 
 /// Runs ingest until `shutdown` resolves.
-pub async fn run(config: IngestConfig, pool: MySqlPool, stats: IngestStats, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: IngestConfig,
+    pool: MySqlPool,
+    stats: IngestStats,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let topic = config.topic.clone();
-    ensure_topic(&config.kafka_brokers, &topic, config.partitions).await.context("creating the machine-event topic")?;
+    ensure_topic(&config.kafka_brokers, &topic, config.partitions)
+        .await
+        .context("creating the machine-event topic")?;
     let producer = build_producer(&config.kafka_brokers).context("creating the Kafka producer")?;
     let (tx, rx) = mpsc::channel(10_000);
     let publisher = tokio::spawn(run_publisher(producer, topic, rx, stats.publisher.clone()));
@@ -64,7 +87,11 @@ pub async fn run(config: IngestConfig, pool: MySqlPool, stats: IngestStats, shut
         anchor,
         stats: stats.scheduler.clone(),
     });
-    let mut registry = Registry::new(config.shard, config.poll_interval.as_millis() as u64, anchor);
+    let mut registry = Registry::new(
+        config.shard,
+        config.poll_interval.as_millis() as u64,
+        anchor,
+    );
     let mut refresh = tokio::time::interval(config.machines_refresh);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);

@@ -64,7 +64,10 @@ pub struct IngestConfig {
 impl IngestConfig {
     /// Reads and validates every key.
     pub fn from_settings(s: &Settings) -> Result<Self, SettingError> {
-        let bad = |key: &str, message: &str| SettingError { key: key.to_owned(), message: message.to_owned() };
+        let bad = |key: &str, message: &str| SettingError {
+            key: key.to_owned(),
+            message: message.to_owned(),
+        };
         let poll_interval = s.duration_or("POLL_INTERVAL", Duration::from_secs(15 * 60))?;
         if poll_interval < Duration::from_millis(100) {
             return Err(bad("POLL_INTERVAL", "must be at least 100ms"));

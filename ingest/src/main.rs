@@ -7,7 +7,11 @@ use proto_events::settings::Settings;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let _ = dotenvy::dotenv();
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
     let config = IngestConfig::from_settings(&Settings::from_env())?;
     let pool = sqlx::mysql::MySqlPoolOptions::new()
         .max_connections(2)

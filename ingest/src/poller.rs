@@ -25,7 +25,10 @@ pub fn build_client(limits: &PollLimits) -> reqwest::Result<reqwest::Client> {
         .redirect(reqwest::redirect::Policy::limited(3))
         .pool_idle_timeout(Duration::from_secs(90))
         .tcp_nodelay(true)
-        .user_agent(concat!("resource-monitor-ingest/", env!("CARGO_PKG_VERSION")))
+        .user_agent(concat!(
+            "resource-monitor-ingest/",
+            env!("CARGO_PKG_VERSION")
+        ))
         .build()
 }
 
@@ -64,18 +67,33 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Polls `url` once.
 pub async fn poll(client: &reqwest::Client, url: &str, limits: &PollLimits) -> PollOutcome {
-    let mut response = match client.get(url).header("accept", "application/json").send().await {
+    let mut response = match client
+        .get(url)
+        .header("accept", "application/json")
+        .send()
+        .await
+    {
         Ok(r) => r,
         Err(e) => return PollOutcome::Failed(classify(&e), error_chain(&e)),
     };
     let status = response.status();
     if !status.is_success() {
-        return PollOutcome::Failed(FailureReason::HttpStatus, format!("HTTP {}", status.as_u16()));
+        return PollOutcome::Failed(
+            FailureReason::HttpStatus,
+            format!("HTTP {}", status.as_u16()),
+        );
     }
-    if response.content_length().is_some_and(|len| len > limits.body_limit_bytes as u64) {
+    if response
+        .content_length()
+        .is_some_and(|len| len > limits.body_limit_bytes as u64)
+    {
         return PollOutcome::Failed(
             FailureReason::BodyTooLarge,
-            format!("content-length {} exceeds {} bytes", response.content_length().unwrap_or(0), limits.body_limit_bytes),
+            format!(
+                "content-length {} exceeds {} bytes",
+                response.content_length().unwrap_or(0),
+                limits.body_limit_bytes
+            ),
         );
     }
     let mut body: Vec<u8> = Vec::with_capacity(256);

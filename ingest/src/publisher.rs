@@ -46,7 +46,12 @@ fn key(env: &Envelope) -> &str {
 
 /// Drains `rx` into `topic` until the channel closes, then waits for every
 /// outstanding delivery and flushes.
-pub async fn run_publisher(producer: FutureProducer, topic: String, mut rx: mpsc::Receiver<Envelope>, stats: Arc<PublisherStats>) {
+pub async fn run_publisher(
+    producer: FutureProducer,
+    topic: String,
+    mut rx: mpsc::Receiver<Envelope>,
+    stats: Arc<PublisherStats>,
+) {
     const MAX_IN_FLIGHT: usize = 50_000;
     let mut in_flight = FuturesUnordered::new();
     let mut open = true;

@@ -21,7 +21,9 @@ pub struct MachineRow {
 
 /// Reads every machine of the registry.
 pub async fn load_machines(pool: &MySqlPool) -> Result<Vec<MachineRow>, sqlx::Error> {
-    let rows = sqlx::query("SELECT name, url, enabled, interval_ms, labels FROM machines").fetch_all(pool).await?;
+    let rows = sqlx::query("SELECT name, url, enabled, interval_ms, labels FROM machines")
+        .fetch_all(pool)
+        .await?;
     rows.into_iter()
         .map(|r| {
             let labels: String = r.try_get("labels")?;
@@ -32,7 +34,8 @@ pub async fn load_machines(pool: &MySqlPool) -> Result<Vec<MachineRow>, sqlx::Er
                     url: r.try_get("url")?,
                     enabled: r.try_get("enabled")?,
                     interval_ms: interval_ms.and_then(|v| u64::try_from(v).ok()),
-                    labels: serde_json::from_str::<BTreeMap<String, String>>(&labels).unwrap_or_default(),
+                    labels: serde_json::from_str::<BTreeMap<String, String>>(&labels)
+                        .unwrap_or_default(),
                 },
             })
         })
@@ -50,12 +53,22 @@ pub struct Registry {
 impl Registry {
     /// A registry that has seen nothing yet.
     pub fn new(shard: Shard, default_interval_ms: u64, anchor: Anchor) -> Self {
-        Registry { known: HashMap::new(), shard, default_interval_ms, anchor }
+        Registry {
+            known: HashMap::new(),
+            shard,
+            default_interval_ms,
+            anchor,
+        }
     }
 
     /// Applies the current registry rows: updates `scheduler` and publishes a
     /// `Machine*` event for every difference. Returns how many events it published.
-    pub async fn sync(&mut self, rows: Vec<MachineRow>, scheduler: &mut Scheduler, events: &mpsc::Sender<Envelope>) -> usize {
+    pub async fn sync(
+        &mut self,
+        rows: Vec<MachineRow>,
+        scheduler: &mut Scheduler,
+        events: &mpsc::Sender<Envelope>,
+    ) -> usize {
         let now = chrono::DateTime::from_timestamp_millis(self.anchor.now_ms()).unwrap_or_default();
         let mut published = 0;
         let mut seen = HashMap::new();
@@ -76,7 +89,12 @@ impl Registry {
             }
             if let Some(event) = event {
                 tracing::info!(machine = %row.name, event = event.type_name(), "registry change");
-                let env = Envelope { event_id: Uuid::new_v4(), machine: row.name.clone(), at: now, event };
+                let env = Envelope {
+                    event_id: Uuid::new_v4(),
+                    machine: row.name.clone(),
+                    at: now,
+                    event,
+                };
                 if events.send(env).await.is_ok() {
                     published += 1;
                 }

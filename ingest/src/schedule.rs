@@ -31,7 +31,10 @@ impl Grid {
     /// The grid of `machine` at `interval_ms` (at least 1).
     pub fn for_machine(machine: &str, interval_ms: u64) -> Grid {
         let interval_ms = interval_ms.max(1);
-        Grid { phase_ms: (stable_hash(machine) % interval_ms) as i64, interval_ms: interval_ms as i64 }
+        Grid {
+            phase_ms: (stable_hash(machine) % interval_ms) as i64,
+            interval_ms: interval_ms as i64,
+        }
     }
 
     /// The first grid instant at or after `t_ms`.
@@ -57,7 +60,10 @@ mod tests {
 
     #[test]
     fn instants_are_phase_plus_k_intervals() {
-        let g = Grid { phase_ms: 250, interval_ms: 1000 };
+        let g = Grid {
+            phase_ms: 250,
+            interval_ms: 1000,
+        };
         assert_eq!(g.first_at_or_after(0), 250);
         assert_eq!(g.first_at_or_after(250), 250);
         assert_eq!(g.first_after(250), 1250);
@@ -84,7 +90,10 @@ mod tests {
 
     #[test]
     fn phase_is_stable_across_runs() {
-        assert_eq!(Grid::for_machine("web-1", 900_000), Grid::for_machine("web-1", 900_000));
+        assert_eq!(
+            Grid::for_machine("web-1", 900_000),
+            Grid::for_machine("web-1", 900_000)
+        );
         assert_eq!(stable_hash("web-1"), stable_hash("web-1"));
         assert_ne!(stable_hash("web-1"), stable_hash("web-2"));
     }

@@ -32,7 +32,10 @@ pub struct Anchor {
 impl Anchor {
     /// Anchors `wall_ms` (milliseconds since the epoch) at tokio's now.
     pub fn new(wall_ms: i64) -> Self {
-        Anchor { instant: Instant::now(), wall_ms }
+        Anchor {
+            instant: Instant::now(),
+            wall_ms,
+        }
     }
 
     /// Anchors the system clock at tokio's now.
@@ -42,7 +45,10 @@ impl Anchor {
 
     /// Wall-clock now, in milliseconds.
     pub fn now_ms(&self) -> i64 {
-        self.wall_ms + Instant::now().saturating_duration_since(self.instant).as_millis() as i64
+        self.wall_ms
+            + Instant::now()
+                .saturating_duration_since(self.instant)
+                .as_millis() as i64
     }
 
     /// The tokio instant of wall time `t_ms`.
@@ -105,7 +111,10 @@ pub struct Scheduler {
 impl Scheduler {
     /// An empty scheduler.
     pub fn new(ctx: PollContext) -> Self {
-        Scheduler { ctx: Arc::new(ctx), tasks: HashMap::new() }
+        Scheduler {
+            ctx: Arc::new(ctx),
+            tasks: HashMap::new(),
+        }
     }
 
     /// Starts polling `target`, or restarts it if its URL or interval changed.
@@ -153,7 +162,11 @@ async fn machine_loop(target: Target, ctx: Arc<PollContext>) {
     let mut last_uptime: Option<u64> = None;
     loop {
         tokio::time::sleep_until(ctx.anchor.instant_of(due)).await;
-        let permit = tokio::time::timeout_at(ctx.anchor.instant_of(due + interval), ctx.permits.clone().acquire_owned()).await;
+        let permit = tokio::time::timeout_at(
+            ctx.anchor.instant_of(due + interval),
+            ctx.permits.clone().acquire_owned(),
+        )
+        .await;
         let Ok(Ok(permit)) = permit else {
             ctx.stats.skipped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(machine = %target.name, "no poll slot within one interval; poll skipped");
@@ -163,7 +176,9 @@ async fn machine_loop(target: Target, ctx: Arc<PollContext>) {
         let started_ms = ctx.anchor.now_ms();
         let t0 = Instant::now();
         ctx.stats.polls.fetch_add(1, Ordering::Relaxed);
-        ctx.stats.lag_ms_total.fetch_add((started_ms - due).max(0) as u64, Ordering::Relaxed);
+        ctx.stats
+            .lag_ms_total
+            .fetch_add((started_ms - due).max(0) as u64, Ordering::Relaxed);
         let outcome = poll(&ctx.client, &target.url, &ctx.limits).await;
         drop(permit);
         let timing = PollTiming {
@@ -173,7 +188,8 @@ async fn machine_loop(target: Target, ctx: Arc<PollContext>) {
         };
         let event = match outcome {
             PollOutcome::Sampled(s) => {
-                let rebooted = matches!((last_uptime, s.uptime_s), (Some(prev), Some(now)) if now < prev);
+                let rebooted =
+                    matches!((last_uptime, s.uptime_s), (Some(prev), Some(now)) if now < prev);
                 if s.uptime_s.is_some() {
                     last_uptime = s.uptime_s;
                 }
@@ -193,7 +209,11 @@ async fn machine_loop(target: Target, ctx: Arc<PollContext>) {
             PollOutcome::Failed(reason, detail) => {
                 ctx.stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(machine = %target.name, reason = reason.as_str(), %detail, "poll failed");
-                Event::PollFailed(PollFailed { timing, reason, detail })
+                Event::PollFailed(PollFailed {
+                    timing,
+                    reason,
+                    detail,
+                })
             }
         };
         let env = Envelope {
@@ -210,7 +230,9 @@ async fn machine_loop(target: Target, ctx: Arc<PollContext>) {
         if next < now {
             let resume = grid.first_at_or_after(now);
             let missed = (resume - next) / interval;
-            ctx.stats.skipped.fetch_add(missed as u64, Ordering::Relaxed);
+            ctx.stats
+                .skipped
+                .fetch_add(missed as u64, Ordering::Relaxed);
             tracing::warn!(machine = %target.name, missed, "poll overran its interval; grid instants skipped");
             due = resume;
         } else {

@@ -5,3 +5,4 @@
 pub mod fleet;
 pub mod services;
 pub mod spawn;
+pub mod streams;

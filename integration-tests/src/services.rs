@@ -42,8 +42,19 @@ pub struct TestDatabase {
     pub pool: MySqlPool,
 }
 
+/// Installs a test log subscriber once (`RUST_LOG` filters; default `warn`).
+pub fn init_tracing() {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 /// Creates a fresh, migrated database with a unique name.
 pub async fn fresh_database() -> anyhow::Result<TestDatabase> {
+    init_tracing();
     let server = mysql_server_url()?;
     let name = format!("it_{}", uuid::Uuid::new_v4().simple());
     let admin = MySqlConnectOptions::from_str(&server)?.disable_statement_logging();
@@ -51,30 +62,49 @@ pub async fn fresh_database() -> anyhow::Result<TestDatabase> {
         .await
         .with_context(|| format!("MariaDB/MySQL at {server} did not answer within 10s"))?
         .with_context(|| format!("cannot connect to MariaDB/MySQL at {server} (TEST_MYSQL_URL)"))?;
-    conn.execute(format!("CREATE DATABASE `{name}`").as_str()).await?;
+    conn.execute(format!("CREATE DATABASE `{name}`").as_str())
+        .await?;
     let url = format!("{}/{name}", server.trim_end_matches('/'));
-    let pool = MySqlPoolOptions::new().max_connections(8).connect(&url).await?;
-    query_api::app::migrate(&pool).await.context("migrating the test database")?;
+    let pool = MySqlPoolOptions::new()
+        .max_connections(8)
+        .connect(&url)
+        .await?;
+    query_api::app::migrate(&pool)
+        .await
+        .context("migrating the test database")?;
     Ok(TestDatabase { url, name, pool })
 }
 
 /// Unique topic names for one test: `(machine events, incidents)`.
 pub fn fresh_topics() -> (String, String) {
     let id = uuid::Uuid::new_v4().simple().to_string();
-    (format!("it-{id}-machine-events"), format!("it-{id}-incidents"))
+    (
+        format!("it-{id}-machine-events"),
+        format!("it-{id}-incidents"),
+    )
 }
 
 /// Creates `topic` with `partitions` partitions on the test broker.
 pub async fn create_topic(topic: &str, partitions: i32) -> anyhow::Result<()> {
     let brokers = kafka_brokers()?;
-    tokio::time::timeout(Duration::from_secs(20), ingest::app::ensure_topic(&brokers, topic, partitions))
-        .await
-        .with_context(|| format!("the broker at {brokers} (TEST_KAFKA_BROKERS) did not answer within 20s"))?
-        .with_context(|| format!("creating topic {topic} on {brokers}"))
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        ingest::app::ensure_topic(&brokers, topic, partitions),
+    )
+    .await
+    .with_context(|| {
+        format!("the broker at {brokers} (TEST_KAFKA_BROKERS) did not answer within 20s")
+    })?
+    .with_context(|| format!("creating topic {topic} on {brokers}"))
 }
 
 /// Registers a machine in the registry table.
-pub async fn register_machine(pool: &MySqlPool, name: &str, url: &str, interval_ms: Option<u64>) -> anyhow::Result<()> {
+pub async fn register_machine(
+    pool: &MySqlPool,
+    name: &str,
+    url: &str,
+    interval_ms: Option<u64>,
+) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO machines (name, url, enabled, interval_ms, labels, created_at, updated_at) \
          VALUES (?, ?, TRUE, ?, '{}', UTC_TIMESTAMP(3), UTC_TIMESTAMP(3))",
@@ -103,7 +133,9 @@ where
         }
         if tokio::time::Instant::now() > deadline {
             match last_err {
-                Some(e) => bail!("timed out after {timeout:?} waiting for {what}; last error: {e:#}"),
+                Some(e) => {
+                    bail!("timed out after {timeout:?} waiting for {what}; last error: {e:#}")
+                }
                 None => bail!("timed out after {timeout:?} waiting for {what}"),
             }
         }

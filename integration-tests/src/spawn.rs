@@ -21,7 +21,10 @@ impl Spawned {
         F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        Spawned { stop: Some(tx), handle: tokio::spawn(f(rx)) }
+        Spawned {
+            stop: Some(tx),
+            handle: tokio::spawn(f(rx)),
+        }
     }
 
     /// Asks the service to shut down gracefully and waits (at most 30 s).
@@ -29,7 +32,9 @@ impl Spawned {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        tokio::time::timeout(Duration::from_secs(30), &mut self.handle).await.context("service did not stop within 30s")??
+        tokio::time::timeout(Duration::from_secs(30), &mut self.handle)
+            .await
+            .context("service did not stop within 30s")??
     }
 
     /// Kills the service task where it stands (a crash, as far as its state goes).
@@ -50,7 +55,11 @@ fn settings(db_url: &str, extra: &[(&str, &str)]) -> anyhow::Result<Settings> {
 }
 
 /// Starts ingest on `topic`, polling every `interval`.
-pub async fn spawn_ingest(db_url: &str, topic: &str, extra: &[(&str, &str)]) -> anyhow::Result<Spawned> {
+pub async fn spawn_ingest(
+    db_url: &str,
+    topic: &str,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<Spawned> {
     let mut config = ingest::config::IngestConfig::from_settings(&settings(db_url, extra)?)?;
     config.topic = topic.to_owned();
     let pool = sqlx::MySqlPool::connect(db_url).await?;
@@ -63,21 +72,51 @@ pub async fn spawn_ingest(db_url: &str, topic: &str, extra: &[(&str, &str)]) -> 
 }
 
 /// Starts a processor instance in consumer group `group`.
-pub async fn spawn_processor(db_url: &str, topic: &str, incident_topic: &str, group: &str, extra: &[(&str, &str)]) -> anyhow::Result<Spawned> {
-    let mut pairs = vec![("PROCESSOR_GROUP_ID", group), ("PROCESSOR_BATCH_LINGER", "20ms")];
+pub async fn spawn_processor(
+    db_url: &str,
+    topic: &str,
+    incident_topic: &str,
+    group: &str,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<Spawned> {
+    Ok(
+        spawn_processor_with_stats(db_url, topic, incident_topic, group, extra)
+            .await?
+            .0,
+    )
+}
+
+/// Starts a processor instance and returns its counters too.
+pub async fn spawn_processor_with_stats(
+    db_url: &str,
+    topic: &str,
+    incident_topic: &str,
+    group: &str,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<(Spawned, std::sync::Arc<processor::service::ProcessorStats>)> {
+    // Short group timeouts: a broker may wait up to the rebalance timeout
+    // (max.poll.interval.ms) for members to rejoin.
+    let mut pairs = vec![
+        ("PROCESSOR_GROUP_ID", group),
+        ("PROCESSOR_BATCH_LINGER", "20ms"),
+        ("KAFKA_SESSION_TIMEOUT_MS", "6000"),
+        ("KAFKA_MAX_POLL_INTERVAL_MS", "6000"),
+    ];
     pairs.extend_from_slice(extra);
     let mut config = processor::config::ProcessorConfig::from_settings(&settings(db_url, &pairs)?)?;
     config.topic = topic.to_owned();
     config.incident_topic = incident_topic.to_owned();
     let pool = sqlx::MySqlPool::connect(db_url).await?;
     let service = processor::service::Processor::build(config, pool).await?;
-    Ok(Spawned::start(move |stop| async move {
+    let stats = service.stats();
+    let spawned = Spawned::start(move |stop| async move {
         service
             .run(async {
                 let _ = stop.await;
             })
             .await
-    }))
+    });
+    Ok((spawned, stats))
 }
 
 /// A running query-api and a client for it.
@@ -93,17 +132,25 @@ pub struct Api {
 impl Api {
     /// `GET {base}{path}` as JSON.
     pub async fn get_json(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
-        let r = self.client.get(format!("{}{path}", self.base_url)).send().await?;
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base_url))
+            .send()
+            .await?;
         let status = r.status().as_u16();
         let body = r.bytes().await?;
-        let json = serde_json::from_slice(&body).unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into()));
+        let json = serde_json::from_slice(&body)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into()));
         Ok((status, json))
     }
 }
 
 /// Starts query-api on a free port.
 pub async fn spawn_api(db_url: &str) -> anyhow::Result<Api> {
-    let config = query_api::config::ApiConfig::from_settings(&settings(db_url, &[("API_LISTEN_ADDR", "127.0.0.1:0")])?)?;
+    let config = query_api::config::ApiConfig::from_settings(&settings(
+        db_url,
+        &[("API_LISTEN_ADDR", "127.0.0.1:0")],
+    )?)?;
     let pool = sqlx::MySqlPool::connect(db_url).await?;
     let app = query_api::app::Application::build(&config, pool).await?;
     let base_url = format!("http://{}", app.addr());
@@ -114,5 +161,9 @@ pub async fn spawn_api(db_url: &str) -> anyhow::Result<Api> {
         .await?;
         Ok(())
     });
-    Ok(Api { service, base_url, client: reqwest::Client::new() })
+    Ok(Api {
+        service,
+        base_url,
+        client: reqwest::Client::new(),
+    })
 }

@@ -10,7 +10,8 @@
 //! appends the incident events the input caused.
 
 use proto_events::{
-    Envelope, Event, IncidentOpened, IncidentResolved, IncidentUpdated, ResolutionReason, RuleName, RuleSet, RuleSpec,
+    Envelope, Event, IncidentOpened, IncidentResolved, IncidentUpdated, ResolutionReason, RuleName,
+    RuleSet, RuleSpec,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -23,7 +24,10 @@ const INCIDENT_EVENT_NAMESPACE: Uuid = Uuid::from_u128(0x9e0f_41a2_37c5_4b8d_a16
 
 /// The deterministic id of the incident of `rule` on `machine` whose run started at `run_start_ms`.
 pub fn incident_id(machine: &str, rule: RuleName, run_start_ms: i64) -> Uuid {
-    Uuid::new_v5(&INCIDENT_ID_NAMESPACE, format!("{machine}\n{rule}\n{run_start_ms}").as_bytes())
+    Uuid::new_v5(
+        &INCIDENT_ID_NAMESPACE,
+        format!("{machine}\n{rule}\n{run_start_ms}").as_bytes(),
+    )
 }
 
 fn incident_event_id(incident: Uuid, kind: u8, cause: Uuid) -> Uuid {
@@ -96,7 +100,13 @@ pub struct MachineState {
 
 impl Default for MachineState {
     fn default() -> Self {
-        MachineState { last_poll_ms: None, last_poll_id: None, last_lifecycle_ms: None, active: true, tracks: [Track::default(); 4] }
+        MachineState {
+            last_poll_ms: None,
+            last_poll_id: None,
+            last_lifecycle_ms: None,
+            active: true,
+            tracks: [Track::default(); 4],
+        }
     }
 }
 
@@ -118,7 +128,10 @@ pub struct RulesTimeline {
 impl RulesTimeline {
     /// Rules `initial` in force from the beginning of time.
     pub fn new(initial: RuleSet) -> Self {
-        RulesTimeline { initial, changes: Vec::new() }
+        RulesTimeline {
+            initial,
+            changes: Vec::new(),
+        }
     }
 
     /// The rules in force at `t_ms`.
@@ -187,7 +200,11 @@ pub struct Fold {
 impl Fold {
     /// An empty fold with `rules` in force from the beginning of time.
     pub fn new(rules: RuleSet) -> Self {
-        Fold { machines: HashMap::new(), rules: RulesTimeline::new(rules), stats: FoldStats::default() }
+        Fold {
+            machines: HashMap::new(),
+            rules: RulesTimeline::new(rules),
+            stats: FoldStats::default(),
+        }
     }
 
     /// Counters so far.
@@ -245,7 +262,9 @@ impl Fold {
                     Applied::Ignored
                 }
             }
-            Event::IncidentOpened(_) | Event::IncidentUpdated(_) | Event::IncidentResolved(_) => Applied::Ignored,
+            Event::IncidentOpened(_) | Event::IncidentUpdated(_) | Event::IncidentResolved(_) => {
+                Applied::Ignored
+            }
         };
         match applied {
             Applied::Folded => self.stats.folded += 1,
@@ -279,7 +298,9 @@ impl Fold {
             return Applied::IgnoredInactiveMachine;
         }
         let rules = self.rules.at(t_ms);
-        let stale_ms = i64::try_from(interval_ms.saturating_mul(u64::from(rules.staleness_intervals))).unwrap_or(i64::MAX);
+        let stale_ms =
+            i64::try_from(interval_ms.saturating_mul(u64::from(rules.staleness_intervals)))
+                .unwrap_or(i64::MAX);
         for rule in RuleName::ALL {
             let spec = rules.get(rule);
             let track = &mut state.tracks[rule.index()];
@@ -308,7 +329,11 @@ impl Fold {
                             run.peak = max_opt(run.peak, value);
                             *run
                         }
-                        run => *run.insert(Run { start_ms: t_ms, last_breach_ms: t_ms, peak: value }),
+                        run => *run.insert(Run {
+                            start_ms: t_ms,
+                            last_breach_ms: t_ms,
+                            peak: value,
+                        }),
                     };
                     if let Some(open) = &mut track.open {
                         open.peak = max_opt(open.peak, value);
@@ -336,7 +361,8 @@ impl Fold {
                                 rule,
                                 threshold: spec.threshold,
                                 for_ms: spec.for_ms,
-                                started_at: chrono::DateTime::from_timestamp_millis(run.start_ms).unwrap_or(env.at),
+                                started_at: chrono::DateTime::from_timestamp_millis(run.start_ms)
+                                    .unwrap_or(env.at),
                                 opened_at: env.at,
                                 peak: run.peak,
                                 last_value: value,

@@ -103,7 +103,10 @@ impl IncidentBook {
 
     /// Consumes the book into its incidents, in opening order.
     pub fn into_records(mut self) -> Vec<IncidentRecord> {
-        self.order.iter().filter_map(|id| self.by_id.remove(id)).collect()
+        self.order
+            .iter()
+            .filter_map(|id| self.by_id.remove(id))
+            .collect()
     }
 
     /// Number of incidents.

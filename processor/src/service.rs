@@ -18,8 +18,11 @@ use proto_events::{Envelope, Event};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::future::Future;
@@ -44,21 +47,113 @@ pub struct ProcessorStats {
     pub incident_events: AtomicU64,
     /// Commits refused because another instance owned the partition.
     pub fenced: AtomicU64,
+    /// Partitions currently assigned to this instance.
+    pub partitions_assigned: AtomicU64,
 }
 
-struct RebalanceFlag {
+/// The consumer's context: positions assigned partitions from MySQL (the broker's
+/// committed offsets are never trusted), and flags every rebalance so the loop
+/// drops uncommitted work.
+struct GroupContext {
     changed: AtomicBool,
+    stats: Arc<ProcessorStats>,
+    store: Store,
+    runtime: tokio::runtime::Handle,
 }
 
-impl ClientContext for RebalanceFlag {}
-
-impl ConsumerContext for RebalanceFlag {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => tracing::info!(partitions = ?partition_ids(tpl), "partitions assigned"),
-            Rebalance::Revoke(tpl) => tracing::info!(partitions = ?partition_ids(tpl), "partitions revoked"),
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+impl GroupContext {
+    /// MySQL's committed positions, read from inside the rebalance callback. The
+    /// callback runs on the thread that polls the consumer, inside the runtime, so
+    /// the read is wrapped in `block_in_place` (multi-threaded runtime only). If it
+    /// cannot be done here, `None`: the loop then corrects positions lazily.
+    fn committed_positions(&self) -> Option<HashMap<i32, i64>> {
+        let read = || self.runtime.block_on(self.store.committed_offsets());
+        let result = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(read)
+            }
+            Ok(_) => return None,
+            Err(_) => read(),
+        };
+        match result {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading committed offsets during rebalance failed; positions corrected lazily");
+                None
+            }
         }
+    }
+}
+
+impl ClientContext for GroupContext {
+    /// librdkafka's own log lines, through tracing (target `librdkafka`; set
+    /// `KAFKA_DEBUG=cgrp,fetch` for its debug contexts).
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use rdkafka::config::RDKafkaLogLevel::*;
+        match level {
+            Emerg | Alert | Critical | Error => {
+                tracing::error!(target: "librdkafka", fac, "{log_message}")
+            }
+            Warning => tracing::warn!(target: "librdkafka", fac, "{log_message}"),
+            Notice | Info => tracing::info!(target: "librdkafka", fac, "{log_message}"),
+            Debug => tracing::debug!(target: "librdkafka", fac, "{log_message}"),
+        }
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Some(positions) = self.committed_positions() {
+                    for (topic, partition) in tpl
+                        .elements()
+                        .iter()
+                        .map(|e| (e.topic().to_owned(), e.partition()))
+                        .collect::<Vec<_>>()
+                    {
+                        let offset = positions
+                            .get(&partition)
+                            .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+                        let _ = tpl.set_partition_offset(&topic, partition, offset);
+                    }
+                }
+                tracing::info!(partitions = ?partition_ids(tpl), "partitions assigned");
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(partitions = ?partition_ids(tpl), "partitions revoked");
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                tracing::warn!(error = ?other, "rebalance error; unassigning");
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "applying the rebalance failed");
+        }
+        let owned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        self.stats
+            .partitions_assigned
+            .store(owned as u64, Ordering::Relaxed);
         self.changed.store(true, Ordering::SeqCst);
     }
 }
@@ -69,9 +164,29 @@ fn partition_ids(tpl: &TopicPartitionList) -> Vec<i32> {
 
 /// Creates the topics if they do not exist (idempotent).
 pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
-    let new: Vec<NewTopic<'_>> = topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
-    let results = admin.create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)))).await?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    // Only create what is missing: asking a broker to create an existing topic is
+    // not always harmless (with tansu it disturbs the consumer groups on it).
+    let missing: Vec<&str> = topics
+        .iter()
+        .copied()
+        .filter(|t| !topic_exists(&admin, t))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let new: Vec<NewTopic<'_>> = missing
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let results = admin
+        .create_topics(
+            &new,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
+        .await?;
     for r in results {
         match r {
             Ok(_) | Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -79,6 +194,20 @@ pub async fn ensure_topics(brokers: &str, topics: &[&str], partitions: i32) -> a
         }
     }
     Ok(())
+}
+
+/// Whether the broker knows `topic` and it has partitions.
+fn topic_exists(admin: &AdminClient<DefaultClientContext>, topic: &str) -> bool {
+    match admin
+        .inner()
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+    {
+        Ok(md) => md
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()),
+        Err(_) => false,
+    }
 }
 
 struct PartitionState {
@@ -93,7 +222,7 @@ struct PartitionState {
 pub struct Processor {
     config: ProcessorConfig,
     store: Store,
-    consumer: Option<StreamConsumer<RebalanceFlag>>,
+    consumer: Option<StreamConsumer<GroupContext>>,
     producer: FutureProducer,
     stats: Arc<ProcessorStats>,
     parts: HashMap<i32, PartitionState>,
@@ -103,17 +232,42 @@ pub struct Processor {
 impl Processor {
     /// Connects to the broker and subscribes; call [`Processor::run`] next.
     pub async fn build(config: ProcessorConfig, pool: sqlx::MySqlPool) -> anyhow::Result<Self> {
-        ensure_topics(&config.kafka_brokers, &[&config.topic, &config.incident_topic], config.partitions).await?;
-        let consumer: StreamConsumer<RebalanceFlag> = ClientConfig::new()
+        ensure_topics(
+            &config.kafka_brokers,
+            &[&config.topic, &config.incident_topic],
+            config.partitions,
+        )
+        .await?;
+        let stats = Arc::new(ProcessorStats::default());
+        let mut client_config = ClientConfig::new();
+        if let Ok(debug) = std::env::var("KAFKA_DEBUG") {
+            // librdkafka debug contexts (e.g. `cgrp,fetch`), logged through tracing.
+            client_config
+                .set("debug", debug)
+                .set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+        }
+        let consumer: StreamConsumer<GroupContext> = client_config
             .set("bootstrap.servers", &config.kafka_brokers)
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", config.fetch_wait_max_ms.to_string())
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
-            .create_with_context(RebalanceFlag { changed: AtomicBool::new(false) })?;
+            .set("session.timeout.ms", config.session_timeout_ms.to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (config.session_timeout_ms / 6).max(100).to_string(),
+            )
+            .set(
+                "max.poll.interval.ms",
+                config.max_poll_interval_ms.to_string(),
+            )
+            .create_with_context(GroupContext {
+                changed: AtomicBool::new(false),
+                stats: stats.clone(),
+                store: Store::new(pool.clone(), &config.group_id, &config.topic),
+                runtime: tokio::runtime::Handle::current(),
+            })?;
         consumer.subscribe(&[&config.topic])?;
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &config.kafka_brokers)
@@ -128,7 +282,7 @@ impl Processor {
             store,
             consumer: Some(consumer),
             producer,
-            stats: Arc::new(ProcessorStats::default()),
+            stats,
             parts: HashMap::new(),
             outbox_ready: Arc::new(Notify::new()),
         })
@@ -150,7 +304,9 @@ impl Processor {
         ));
         self.outbox_ready.notify_one();
         tokio::pin!(shutdown);
-        let Some(consumer) = self.consumer.take() else { anyhow::bail!("processor already ran") };
+        let Some(consumer) = self.consumer.take() else {
+            anyhow::bail!("processor already ran")
+        };
         let mut batch = Batch::default();
         let mut batch_len = 0usize;
         let mut batch_deadline: Option<Instant> = None;
@@ -164,7 +320,7 @@ impl Processor {
             tokio::select! {
                 _ = &mut shutdown => break,
                 _ = linger => {
-                    self.flush(&consumer, &mut batch).await;
+                    self.flush(&mut batch).await;
                     batch_len = 0;
                     batch_deadline = None;
                 }
@@ -190,7 +346,7 @@ impl Processor {
                         batch_len += 1;
                         batch_deadline.get_or_insert_with(|| Instant::now() + self.config.batch_linger);
                         if batch_len >= self.config.batch_max {
-                            self.flush(&consumer, &mut batch).await;
+                            self.flush(&mut batch).await;
                             batch_len = 0;
                             batch_deadline = None;
                         }
@@ -198,7 +354,7 @@ impl Processor {
                 }
             }
         }
-        self.flush(&consumer, &mut batch).await;
+        self.flush(&mut batch).await;
         // Give the outbox a moment to publish what the last commit produced.
         self.outbox_ready.notify_one();
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -208,7 +364,14 @@ impl Processor {
 
     /// Folds one message into the batch. `false` when the message was skipped
     /// because it is not where the partition stands (before or after a seek).
-    async fn handle(&mut self, consumer: &StreamConsumer<RebalanceFlag>, partition: i32, offset: i64, payload: &[u8], batch: &mut Batch) -> bool {
+    async fn handle(
+        &mut self,
+        consumer: &StreamConsumer<GroupContext>,
+        partition: i32,
+        offset: i64,
+        payload: &[u8],
+        batch: &mut Batch,
+    ) -> bool {
         if !self.parts.contains_key(&partition) {
             let pos = loop {
                 match self.store.load_partition(partition).await {
@@ -227,14 +390,27 @@ impl Processor {
                 fold.restore_machine_state(machine, state);
             }
             tracing::info!(partition, committed = ?pos.next_offset, "partition loaded");
-            self.parts.insert(partition, PartitionState { fold, next_offset: pos.next_offset.unwrap_or(offset), committed: pos.next_offset });
+            self.parts.insert(
+                partition,
+                PartitionState {
+                    fold,
+                    next_offset: pos.next_offset.unwrap_or(offset),
+                    committed: pos.next_offset,
+                },
+            );
         }
-        let Some(state) = self.parts.get_mut(&partition) else { return false };
+        let Some(state) = self.parts.get_mut(&partition) else {
+            return false;
+        };
         if offset != state.next_offset {
             if offset > state.next_offset {
                 // The broker is ahead of our committed position: rewind.
                 let target = Offset::Offset(state.next_offset);
-                if let Err(e) = consumer.seek(&self.config.topic, partition, target, Duration::from_secs(5)) {
+                // Timeout zero: librdkafka starts the seek and returns at once (a
+                // blocking seek would stall this worker thread and, with it, the
+                // polling that drives rebalances).
+                if let Err(e) = consumer.seek(&self.config.topic, partition, target, Duration::ZERO)
+                {
                     tracing::warn!(partition, error = %e, "seek failed; reloading partition");
                     self.parts.remove(&partition);
                 }
@@ -243,10 +419,13 @@ impl Processor {
             return false;
         }
         state.next_offset = offset + 1;
-        let entry = batch.partitions.entry(partition).or_insert_with(|| PartitionBatch {
-            expected_offset: state.committed,
-            ..PartitionBatch::default()
-        });
+        let entry = batch
+            .partitions
+            .entry(partition)
+            .or_insert_with(|| PartitionBatch {
+                expected_offset: state.committed,
+                ..PartitionBatch::default()
+            });
         entry.next_offset = offset + 1;
         match Envelope::decode(payload) {
             Err(e) => {
@@ -272,7 +451,9 @@ impl Processor {
                     Applied::IgnoredInactiveMachine | Applied::Ignored => {}
                 }
                 let emitted = batch.incident_events.len() - before;
-                self.stats.incident_events.fetch_add(emitted as u64, Ordering::Relaxed);
+                self.stats
+                    .incident_events
+                    .fetch_add(emitted as u64, Ordering::Relaxed);
             }
         }
         true
@@ -280,7 +461,7 @@ impl Processor {
 
     /// Commits the batch, retrying database failures with backoff. A fenced commit
     /// drops the batch and every partition's state: they reload from MySQL.
-    async fn flush(&mut self, consumer: &StreamConsumer<RebalanceFlag>, batch: &mut Batch) {
+    async fn flush(&mut self, batch: &mut Batch) {
         if batch.is_empty() {
             return;
         }
@@ -299,16 +480,10 @@ impl Processor {
             match self.store.commit(batch).await {
                 Ok(()) => {
                     self.stats.batches.fetch_add(1, Ordering::Relaxed);
-                    let mut tpl = TopicPartitionList::new();
                     for (partition, p) in &batch.partitions {
                         if let Some(state) = self.parts.get_mut(partition) {
                             state.committed = Some(p.next_offset);
                         }
-                        let _ = tpl.add_partition_offset(&self.config.topic, *partition, Offset::Offset(p.next_offset));
-                    }
-                    // A hint for lag monitoring only; MySQL holds the real position.
-                    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-                        tracing::debug!(error = %e, "kafka offset commit (hint) failed");
                     }
                     if !batch.incident_events.is_empty() {
                         self.outbox_ready.notify_one();
@@ -333,7 +508,13 @@ impl Processor {
 }
 
 /// Publishes outbox entries in order, deleting them once the broker acknowledged them.
-async fn publish_outbox(store: Store, producer: FutureProducer, topic: String, ready: Arc<Notify>, _stats: Arc<ProcessorStats>) {
+async fn publish_outbox(
+    store: Store,
+    producer: FutureProducer,
+    topic: String,
+    ready: Arc<Notify>,
+    _stats: Arc<ProcessorStats>,
+) {
     loop {
         ready.notified().await;
         loop {
@@ -345,9 +526,16 @@ async fn publish_outbox(store: Store, producer: FutureProducer, topic: String, r
                     continue;
                 }
             };
-            let Some(last) = rows.last().map(|r| r.0) else { break };
+            let Some(last) = rows.last().map(|r| r.0) else {
+                break;
+            };
             let sends = rows.iter().map(|(_, machine, payload)| {
-                producer.send(FutureRecord::to(&topic).key(machine.as_str()).payload(payload.as_str()), Duration::from_secs(30))
+                producer.send(
+                    FutureRecord::to(&topic)
+                        .key(machine.as_str())
+                        .payload(payload.as_str()),
+                    Duration::from_secs(30),
+                )
             });
             let results = futures::future::join_all(sends).await;
             if let Some(Err((e, _))) = results.into_iter().find(|r| r.is_err()) {

@@ -88,12 +88,28 @@ fn ts(t: DateTime<Utc>) -> chrono::NaiveDateTime {
 impl Store {
     /// A store for `group` consuming `topic`.
     pub fn new(pool: MySqlPool, group: &str, topic: &str) -> Self {
-        Store { pool, group: group.to_owned(), topic: topic.to_owned() }
+        Store {
+            pool,
+            group: group.to_owned(),
+            topic: topic.to_owned(),
+        }
     }
 
     /// The pool (for readiness checks).
     pub fn pool(&self) -> &MySqlPool {
         &self.pool
+    }
+
+    /// Every partition's committed next offset for this group and topic.
+    pub async fn committed_offsets(&self) -> Result<HashMap<i32, i64>, sqlx::Error> {
+        let rows = sqlx::query("SELECT partition_id, next_offset FROM processor_offsets WHERE consumer_group = ? AND topic = ?")
+            .bind(&self.group)
+            .bind(&self.topic)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("partition_id")?, r.try_get("next_offset")?)))
+            .collect()
     }
 
     /// Loads a partition's committed position and fold state.
@@ -109,25 +125,36 @@ impl Store {
         let (next_offset, rules) = match row {
             Some(row) => {
                 let rules: String = row.try_get("rules_timeline")?;
-                (Some(row.try_get::<i64, _>("next_offset")?), serde_json::from_str(&rules).ok())
+                (
+                    Some(row.try_get::<i64, _>("next_offset")?),
+                    serde_json::from_str(&rules).ok(),
+                )
             }
             None => (None, None),
         };
-        let rows = sqlx::query("SELECT machine, state FROM fold_state WHERE consumer_group = ? AND partition_id = ?")
-            .bind(&self.group)
-            .bind(partition)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT machine, state FROM fold_state WHERE consumer_group = ? AND partition_id = ?",
+        )
+        .bind(&self.group)
+        .bind(partition)
+        .fetch_all(&self.pool)
+        .await?;
         let mut machines = Vec::with_capacity(rows.len());
         for row in rows {
             let machine: String = row.try_get("machine")?;
             let state: String = row.try_get("state")?;
             match serde_json::from_str(&state) {
                 Ok(state) => machines.push((machine, state)),
-                Err(e) => tracing::error!(%machine, error = %e, "unreadable fold state; machine starts fresh"),
+                Err(e) => {
+                    tracing::error!(%machine, error = %e, "unreadable fold state; machine starts fresh")
+                }
             }
         }
-        Ok(PartitionPosition { next_offset, rules, machines })
+        Ok(PartitionPosition {
+            next_offset,
+            rules,
+            machines,
+        })
     }
 
     /// Commits a batch: projections, fold state, outbox and offsets in one
@@ -137,7 +164,10 @@ impl Store {
         let now = Utc::now().naive_utc();
         for (&partition, p) in &batch.partitions {
             let rules = serde_json::to_string(&p.rules).unwrap_or_else(|_| "null".to_owned());
-            let fenced = || Fenced { partition, expected: p.expected_offset };
+            let fenced = || Fenced {
+                partition,
+                expected: p.expected_offset,
+            };
             match p.expected_offset {
                 Some(expected) => {
                     let done = sqlx::query(
@@ -172,13 +202,17 @@ impl Store {
                     .await;
                     match inserted {
                         Ok(_) => {}
-                        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => return Err(fenced().into()),
+                        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                            return Err(fenced().into())
+                        }
                         Err(e) => return Err(e.into()),
                     }
                 }
             }
             if !p.machine_states.is_empty() {
-                let mut q = QueryBuilder::new("INSERT INTO fold_state (consumer_group, machine, partition_id, state) ");
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO fold_state (consumer_group, machine, partition_id, state) ",
+                );
                 q.push_values(&p.machine_states, |mut b, (machine, state)| {
                     b.push_bind(&self.group)
                         .push_bind(machine)
@@ -190,9 +224,12 @@ impl Store {
             }
         }
         self.write_polls(&mut tx, &batch.polls).await?;
-        self.write_incidents(&mut tx, &batch.incident_events).await?;
+        self.write_incidents(&mut tx, &batch.incident_events)
+            .await?;
         if !batch.incident_events.is_empty() {
-            let mut q = QueryBuilder::new("INSERT INTO incident_outbox (consumer_group, machine, payload) ");
+            let mut q = QueryBuilder::new(
+                "INSERT INTO incident_outbox (consumer_group, machine, payload) ",
+            );
             q.push_values(&batch.incident_events, |mut b, env| {
                 b.push_bind(&self.group)
                     .push_bind(&env.machine)
@@ -204,7 +241,11 @@ impl Store {
         Ok(())
     }
 
-    async fn write_polls(&self, tx: &mut sqlx::MySqlConnection, polls: &[Envelope]) -> Result<(), sqlx::Error> {
+    async fn write_polls(
+        &self,
+        tx: &mut sqlx::MySqlConnection,
+        polls: &[Envelope],
+    ) -> Result<(), sqlx::Error> {
         if polls.is_empty() {
             return Ok(());
         }
@@ -213,7 +254,11 @@ impl Store {
             b.push_bind(&env.machine).push_bind(ts(env.at));
             match &env.event {
                 Event::MetricSampled(s) => {
-                    b.push_bind(s.cpu).push_bind(s.mem).push_bind(s.disk).push_bind(s.uptime_s).push_bind(None::<&str>);
+                    b.push_bind(s.cpu)
+                        .push_bind(s.mem)
+                        .push_bind(s.disk)
+                        .push_bind(s.uptime_s)
+                        .push_bind(None::<&str>);
                 }
                 Event::PollFailed(f) => {
                     b.push_bind(None::<f64>)
@@ -223,7 +268,11 @@ impl Store {
                         .push_bind(Some(f.reason.as_str()));
                 }
                 _ => {
-                    b.push_bind(None::<f64>).push_bind(None::<f64>).push_bind(None::<f64>).push_bind(None::<u64>).push_bind(None::<&str>);
+                    b.push_bind(None::<f64>)
+                        .push_bind(None::<f64>)
+                        .push_bind(None::<f64>)
+                        .push_bind(None::<u64>)
+                        .push_bind(None::<&str>);
                 }
             }
         });
@@ -232,7 +281,9 @@ impl Store {
         // Latest state: the newest poll of each machine in this batch.
         let mut latest: HashMap<&str, &Envelope> = HashMap::new();
         for env in polls {
-            let newer = latest.get(env.machine.as_str()).is_none_or(|prev| env.at > prev.at);
+            let newer = latest
+                .get(env.machine.as_str())
+                .is_none_or(|prev| env.at > prev.at);
             if newer {
                 latest.insert(&env.machine, env);
             }
@@ -284,7 +335,11 @@ impl Store {
         Ok(())
     }
 
-    async fn write_incidents(&self, tx: &mut sqlx::MySqlConnection, events: &[Envelope]) -> Result<(), sqlx::Error> {
+    async fn write_incidents(
+        &self,
+        tx: &mut sqlx::MySqlConnection,
+        events: &[Envelope],
+    ) -> Result<(), sqlx::Error> {
         for env in events {
             match &env.event {
                 Event::IncidentOpened(o) => {
@@ -339,7 +394,13 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.into_iter()
-            .map(|r| Ok((r.try_get("seq")?, r.try_get("machine")?, r.try_get("payload")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get("seq")?,
+                    r.try_get("machine")?,
+                    r.try_get("payload")?,
+                ))
+            })
             .collect()
     }
 

@@ -16,17 +16,29 @@ fn at(hhmm: &str) -> Timestamp {
         None => (0, hhmm),
     };
     let (h, m) = hm.split_once(':').unwrap();
-    Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0).single().unwrap()
+    Utc.with_ymd_and_hms(2026, 11, 23, 0, 0, 0)
+        .single()
+        .unwrap()
         + chrono::Duration::days(days)
         + chrono::Duration::hours(h.parse().unwrap())
         + chrono::Duration::minutes(m.parse().unwrap())
 }
 
 fn timing(t: Timestamp) -> PollTiming {
-    PollTiming { interval_ms: 15 * MIN, started_at: t, latency_ms: 5 }
+    PollTiming {
+        interval_ms: 15 * MIN,
+        started_at: t,
+        latency_ms: 5,
+    }
 }
 
-fn sample(machine: &str, t: &str, cpu: Option<f64>, mem: Option<f64>, disk: Option<f64>) -> Envelope {
+fn sample(
+    machine: &str,
+    t: &str,
+    cpu: Option<f64>,
+    mem: Option<f64>,
+    disk: Option<f64>,
+) -> Envelope {
     let at = at(t);
     Envelope {
         event_id: Uuid::new_v4(),
@@ -59,14 +71,28 @@ fn failed(t: &str) -> Envelope {
         event_id: Uuid::new_v4(),
         machine: "web-1".into(),
         at,
-        event: Event::PollFailed(PollFailed { timing: timing(at), reason: FailureReason::Timeout, detail: "timed out".into() }),
+        event: Event::PollFailed(PollFailed {
+            timing: timing(at),
+            reason: FailureReason::Timeout,
+            detail: "timed out".into(),
+        }),
     }
 }
 fn lifecycle(t: &str, event: Event) -> Envelope {
-    Envelope { event_id: Uuid::new_v4(), machine: "web-1".into(), at: at(t), event }
+    Envelope {
+        event_id: Uuid::new_v4(),
+        machine: "web-1".into(),
+        at: at(t),
+        event,
+    }
 }
 fn spec(enabled: bool) -> MachineSpec {
-    MachineSpec { url: "http://127.0.0.1:1/status".into(), enabled, interval_ms: None, labels: Default::default() }
+    MachineSpec {
+        url: "http://127.0.0.1:1/status".into(),
+        enabled,
+        interval_ms: None,
+        labels: Default::default(),
+    }
 }
 
 /// Given these events folded under `rules`, the incidents that exist and the events emitted.
@@ -78,7 +104,11 @@ struct Run {
 
 impl Run {
     fn new(rules: RuleSet) -> Self {
-        Run { fold: Fold::new(rules), book: IncidentBook::new(), emitted: vec![] }
+        Run {
+            fold: Fold::new(rules),
+            book: IncidentBook::new(),
+            emitted: vec![],
+        }
     }
     fn given(events: &[Envelope]) -> Self {
         let mut r = Run::new(RuleSet::default());
@@ -100,13 +130,28 @@ impl Run {
         self.book.records().cloned().collect()
     }
     fn only(&self, rule: RuleName) -> IncidentRecord {
-        let mut of_rule: Vec<_> = self.incidents().into_iter().filter(|i| i.rule == rule).collect();
-        assert_eq!(of_rule.len(), 1, "expected exactly one {rule} incident, got {of_rule:#?}");
+        let mut of_rule: Vec<_> = self
+            .incidents()
+            .into_iter()
+            .filter(|i| i.rule == rule)
+            .collect();
+        assert_eq!(
+            of_rule.len(),
+            1,
+            "expected exactly one {rule} incident, got {of_rule:#?}"
+        );
         of_rule.remove(0)
     }
     fn none_of(&self, rule: RuleName) {
-        let of_rule: Vec<_> = self.incidents().into_iter().filter(|i| i.rule == rule).collect();
-        assert!(of_rule.is_empty(), "expected no {rule} incident, got {of_rule:#?}");
+        let of_rule: Vec<_> = self
+            .incidents()
+            .into_iter()
+            .filter(|i| i.rule == rule)
+            .collect();
+        assert!(
+            of_rule.is_empty(),
+            "expected no {rule} incident, got {of_rule:#?}"
+        );
     }
 }
 
@@ -117,13 +162,17 @@ fn cpu_above_threshold_opens_at_the_first_breaching_sample() {
     let r = Run::given(&[cpu("00:00", 60.0), cpu("00:15", 97.0)]);
     let i = r.only(RuleName::Cpu);
     assert_eq!((i.started_at, i.opened_at), (at("00:15"), at("00:15")));
-    assert_eq!((i.peak, i.last_value, i.threshold, i.for_ms), (Some(97.0), Some(97.0), 85.0, 0));
+    assert_eq!(
+        (i.peak, i.last_value, i.threshold, i.for_ms),
+        (Some(97.0), Some(97.0), 85.0, 0)
+    );
     assert_eq!(i.resolved_at, None);
 }
 
 #[test]
 fn comparisons_are_strict() {
-    Run::given(&[cpu("00:00", 85.0), mem("00:15", 90.0), disk("00:30", 95.0)]).none_of(RuleName::Cpu);
+    Run::given(&[cpu("00:00", 85.0), mem("00:15", 90.0), disk("00:30", 95.0)])
+        .none_of(RuleName::Cpu);
     let r = Run::given(&[cpu("00:00", 85.01)]);
     r.only(RuleName::Cpu);
 }
@@ -150,7 +199,9 @@ fn mem_peak_covers_the_whole_run_before_opening() {
 
 #[test]
 fn disk_opens_after_two_hours() {
-    let events: Vec<_> = (0..=8).map(|k| disk(&format!("{:02}:{:02}", k * 15 / 60, k * 15 % 60), 96.0)).collect();
+    let events: Vec<_> = (0..=8)
+        .map(|k| disk(&format!("{:02}:{:02}", k * 15 / 60, k * 15 % 60), 96.0))
+        .collect();
     let mut r = Run::given(&events[..8]);
     r.none_of(RuleName::Disk);
     r.when(&events[8..]);
@@ -166,10 +217,16 @@ fn unreachable_opens_after_30m_of_failures_and_resolves_on_success() {
     r.none_of(RuleName::Unreachable);
     r.when(&[failed("00:30"), failed("00:45")]);
     let i = r.only(RuleName::Unreachable);
-    assert_eq!((i.started_at, i.opened_at, i.peak), (at("00:00"), at("00:30"), None));
+    assert_eq!(
+        (i.started_at, i.opened_at, i.peak),
+        (at("00:00"), at("00:30"), None)
+    );
     r.when(&[cpu("01:00", 10.0)]);
     let i = r.only(RuleName::Unreachable);
-    assert_eq!((i.resolved_at, i.resolution.as_str()), (Some(at("01:00")), "cleared"));
+    assert_eq!(
+        (i.resolved_at, i.resolution.as_str()),
+        (Some(at("01:00")), "cleared")
+    );
 }
 
 #[test]
@@ -185,8 +242,15 @@ fn a_poll_failure_is_neutral_for_metric_rules() {
 fn breaching_events_update_the_open_incident_instead_of_opening_another() {
     let r = Run::given(&[cpu("00:00", 90.0), cpu("00:15", 99.0), cpu("00:30", 92.0)]);
     let i = r.only(RuleName::Cpu);
-    assert_eq!((i.peak, i.last_value, i.last_breach_at), (Some(99.0), Some(92.0), at("00:30")));
-    let updates = r.emitted.iter().filter(|e| matches!(e.event, Event::IncidentUpdated(_))).count();
+    assert_eq!(
+        (i.peak, i.last_value, i.last_breach_at),
+        (Some(99.0), Some(92.0), at("00:30"))
+    );
+    let updates = r
+        .emitted
+        .iter()
+        .filter(|e| matches!(e.event, Event::IncidentUpdated(_)))
+        .count();
     assert_eq!(updates, 2);
 }
 
@@ -195,11 +259,20 @@ fn breaching_events_update_the_open_incident_instead_of_opening_another() {
 #[test]
 fn resolves_at_the_first_clearing_event_and_neutral_events_never_resolve() {
     let unknown_mem = sample("web-1", "00:45", Some(10.0), None, Some(10.0));
-    let mut r = Run::given(&[mem("00:00", 95.0), mem("00:15", 95.0), mem("00:30", 95.0), unknown_mem, failed("01:00")]);
+    let mut r = Run::given(&[
+        mem("00:00", 95.0),
+        mem("00:15", 95.0),
+        mem("00:30", 95.0),
+        unknown_mem,
+        failed("01:00"),
+    ]);
     assert_eq!(r.only(RuleName::Mem).resolved_at, None);
     r.when(&[mem("01:15", 50.0), mem("01:30", 40.0)]);
     let i = r.only(RuleName::Mem);
-    assert_eq!((i.resolved_at, i.resolution.as_str()), (Some(at("01:15")), "cleared"));
+    assert_eq!(
+        (i.resolved_at, i.resolution.as_str()),
+        (Some(at("01:15")), "cleared")
+    );
 }
 
 #[test]
@@ -211,13 +284,25 @@ fn gaps_never_resolve_a_metric_incident() {
 
 #[test]
 fn after_resolution_a_new_run_must_satisfy_for_again() {
-    let mut r = Run::given(&[mem("00:00", 95.0), mem("00:15", 95.0), mem("00:30", 95.0), mem("00:45", 10.0)]);
+    let mut r = Run::given(&[
+        mem("00:00", 95.0),
+        mem("00:15", 95.0),
+        mem("00:30", 95.0),
+        mem("00:45", 10.0),
+    ]);
     r.when(&[mem("01:00", 95.0), mem("01:15", 95.0)]);
-    assert_eq!(r.incidents().len(), 1, "no second incident before 30 minutes");
+    assert_eq!(
+        r.incidents().len(),
+        1,
+        "no second incident before 30 minutes"
+    );
     r.when(&[mem("01:30", 95.0)]);
     let all = r.incidents();
     assert_eq!(all.len(), 2);
-    assert_eq!((all[1].started_at, all[1].opened_at), (at("01:00"), at("01:30")));
+    assert_eq!(
+        (all[1].started_at, all[1].opened_at),
+        (at("01:00"), at("01:30"))
+    );
     assert_ne!(all[0].id, all[1].id);
 }
 
@@ -229,7 +314,11 @@ fn hysteresis_clears_only_at_or_below_threshold_minus_hysteresis() {
     rules.cpu.hysteresis = 5.0;
     let mut r = Run::new(rules);
     r.when(&[cpu("00:00", 86.0), cpu("00:15", 83.0), cpu("00:30", 80.01)]);
-    assert_eq!(r.only(RuleName::Cpu).resolved_at, None, "between 80 and 85 is neutral");
+    assert_eq!(
+        r.only(RuleName::Cpu).resolved_at,
+        None,
+        "between 80 and 85 is neutral"
+    );
     r.when(&[cpu("00:45", 80.0)]);
     assert_eq!(r.only(RuleName::Cpu).resolved_at, Some(at("00:45")));
 }
@@ -258,7 +347,13 @@ fn a_gap_longer_than_three_intervals_between_breaches_starts_a_new_run() {
 
 #[test]
 fn neutral_events_do_not_bridge_a_stale_gap() {
-    let r = Run::given(&[mem("00:00", 95.0), failed("00:15"), failed("00:30"), failed("00:45"), mem("01:00", 95.0)]);
+    let r = Run::given(&[
+        mem("00:00", 95.0),
+        failed("00:15"),
+        failed("00:30"),
+        failed("00:45"),
+        mem("01:00", 95.0),
+    ]);
     r.none_of(RuleName::Mem);
 }
 
@@ -278,8 +373,15 @@ fn out_of_order_and_already_seen_events_are_discarded_and_counted() {
     let mut out = vec![];
     assert_eq!(fold.apply(&first, &mut out), Applied::Folded);
     assert_eq!(fold.apply(&first, &mut out), Applied::DiscardedDuplicate);
-    assert_eq!(fold.apply(&cpu("00:15", 99.0), &mut out), Applied::DiscardedOutOfOrder);
-    assert_eq!(fold.apply(&cpu("00:30", 99.0), &mut out), Applied::DiscardedOutOfOrder, "same time is not later");
+    assert_eq!(
+        fold.apply(&cpu("00:15", 99.0), &mut out),
+        Applied::DiscardedOutOfOrder
+    );
+    assert_eq!(
+        fold.apply(&cpu("00:30", 99.0), &mut out),
+        Applied::DiscardedOutOfOrder,
+        "same time is not later"
+    );
     assert!(out.is_empty(), "discarded events are never applied");
     let s = fold.stats();
     assert_eq!((s.folded, s.duplicates, s.out_of_order), (1, 1, 2));
@@ -294,18 +396,30 @@ fn machines_are_independent() {
     ]);
     let all = r.incidents();
     assert_eq!(all.len(), 2);
-    assert_eq!((all[0].machine.as_str(), all[1].machine.as_str()), ("a", "b"));
+    assert_eq!(
+        (all[0].machine.as_str(), all[1].machine.as_str()),
+        ("a", "b")
+    );
 }
 
 // ---- machine removal --------------------------------------------------------------
 
 #[test]
 fn removing_a_machine_resolves_its_open_incidents_as_machine_removed() {
-    let mut r = Run::given(&[cpu("00:00", 99.0), failed("00:15"), failed("00:30"), failed("00:45")]);
+    let mut r = Run::given(&[
+        cpu("00:00", 99.0),
+        failed("00:15"),
+        failed("00:30"),
+        failed("00:45"),
+    ]);
     assert_eq!(r.incidents().len(), 2);
     r.when(&[lifecycle("00:50", Event::MachineRemoved(MachineRemoved {}))]);
     for i in r.incidents() {
-        assert_eq!((i.resolved_at, i.resolution.as_str()), (Some(at("00:50")), "machine_removed"), "{i:?}");
+        assert_eq!(
+            (i.resolved_at, i.resolution.as_str()),
+            (Some(at("00:50")), "machine_removed"),
+            "{i:?}"
+        );
     }
     // A poll that was in flight when the machine left changes nothing.
     r.when(&[cpu("01:00", 99.0)]);
@@ -317,9 +431,16 @@ fn disabling_resolves_and_re_enabling_starts_fresh() {
     let mut r = Run::given(&[mem("00:00", 95.0), mem("00:15", 95.0), mem("00:30", 95.0)]);
     r.when(&[lifecycle("00:40", Event::MachineChanged(spec(false)))]);
     assert_eq!(r.only(RuleName::Mem).resolution, "machine_removed");
-    r.when(&[mem("00:45", 95.0), lifecycle("00:50", Event::MachineChanged(spec(true)))]);
+    r.when(&[
+        mem("00:45", 95.0),
+        lifecycle("00:50", Event::MachineChanged(spec(true))),
+    ]);
     r.when(&[mem("01:00", 95.0), mem("01:15", 95.0)]);
-    assert_eq!(r.incidents().len(), 1, "the new run started at 01:00, not before the disable");
+    assert_eq!(
+        r.incidents().len(),
+        1,
+        "the new run started at 01:00, not before the disable"
+    );
     r.when(&[mem("01:30", 95.0)]);
     assert_eq!(r.incidents()[1].started_at, at("01:00"));
 }
@@ -331,7 +452,10 @@ fn rules_change(t: &str, rules: RuleSet) -> Envelope {
         event_id: Uuid::new_v4(),
         machine: String::new(),
         at: at(t),
-        event: Event::RulesChanged(RulesChanged { rules, changed_by: "test".into() }),
+        event: Event::RulesChanged(RulesChanged {
+            rules,
+            changed_by: "test".into(),
+        }),
     }
 }
 
@@ -339,7 +463,11 @@ fn rules_change(t: &str, rules: RuleSet) -> Envelope {
 fn a_rule_change_judges_later_events_by_the_new_rule() {
     let mut lower = RuleSet::default();
     lower.cpu.threshold = 70.0;
-    let mut r = Run::given(&[cpu("00:00", 75.0), rules_change("00:10", lower), cpu("00:15", 75.0)]);
+    let mut r = Run::given(&[
+        cpu("00:00", 75.0),
+        rules_change("00:10", lower),
+        cpu("00:15", 75.0),
+    ]);
     let i = r.only(RuleName::Cpu);
     assert_eq!((i.opened_at, i.threshold), (at("00:15"), 70.0));
     // Under the new rule 72 still breaches; 70 clears.
@@ -351,22 +479,41 @@ fn a_rule_change_judges_later_events_by_the_new_rule() {
 fn a_running_run_keeps_its_start_when_for_changes() {
     let mut shorter = RuleSet::default();
     shorter.mem.for_ms = 15 * MIN;
-    let r = Run::given(&[mem("00:00", 95.0), rules_change("00:05", shorter), mem("00:15", 95.0)]);
+    let r = Run::given(&[
+        mem("00:00", 95.0),
+        rules_change("00:05", shorter),
+        mem("00:15", 95.0),
+    ]);
     let i = r.only(RuleName::Mem);
-    assert_eq!((i.started_at, i.opened_at, i.for_ms), (at("00:00"), at("00:15"), 15 * MIN));
+    assert_eq!(
+        (i.started_at, i.opened_at, i.for_ms),
+        (at("00:00"), at("00:15"), 15 * MIN)
+    );
 }
 
 #[test]
 fn an_open_incident_stays_open_until_cleared_under_the_new_rule() {
     let mut higher = RuleSet::default();
     higher.cpu.threshold = 95.0;
-    let mut r = Run::given(&[cpu("00:00", 90.0), rules_change("00:05", higher), cpu("00:15", 90.0)]);
+    let mut r = Run::given(&[
+        cpu("00:00", 90.0),
+        rules_change("00:05", higher),
+        cpu("00:15", 90.0),
+    ]);
     // 90 no longer breaches (<= 95) and clears under the new rule: resolved.
     assert_eq!(r.only(RuleName::Cpu).resolved_at, Some(at("00:15")));
     let mut hyst = RuleSet::default();
     hyst.cpu.hysteresis = 10.0;
-    r.when(&[cpu("00:30", 99.0), rules_change("00:35", hyst), cpu("00:45", 80.0)]);
-    assert_eq!(r.incidents()[1].resolved_at, None, "80 is in the new hysteresis band: neutral");
+    r.when(&[
+        cpu("00:30", 99.0),
+        rules_change("00:35", hyst),
+        cpu("00:45", 80.0),
+    ]);
+    assert_eq!(
+        r.incidents()[1].resolved_at,
+        None,
+        "80 is in the new hysteresis band: neutral"
+    );
 }
 
 #[test]
@@ -383,16 +530,27 @@ fn a_rule_change_applies_from_its_event_time_even_if_logged_later() {
 
 #[test]
 fn incident_ids_are_derived_from_machine_rule_and_run_start() {
-    let events = [mem("00:00", 95.0), mem("00:15", 95.0), mem("00:30", 95.0), cpu("00:45", 99.0)];
+    let events = [
+        mem("00:00", 95.0),
+        mem("00:15", 95.0),
+        mem("00:30", 95.0),
+        cpu("00:45", 99.0),
+    ];
     let a = Run::given(&events);
     let b = Run::given(&events);
     let ids_a: Vec<_> = a.incidents().iter().map(|i| i.id).collect();
     let ids_b: Vec<_> = b.incidents().iter().map(|i| i.id).collect();
     assert_eq!(ids_a, ids_b);
-    assert_eq!(a.only(RuleName::Mem).id, incident_id("web-1", RuleName::Mem, at("00:00").timestamp_millis()));
+    assert_eq!(
+        a.only(RuleName::Mem).id,
+        incident_id("web-1", RuleName::Mem, at("00:00").timestamp_millis())
+    );
     let event_ids_a: Vec<_> = a.emitted.iter().map(|e| e.event_id).collect();
     let event_ids_b: Vec<_> = b.emitted.iter().map(|e| e.event_id).collect();
-    assert_eq!(event_ids_a, event_ids_b, "re-emitted incident events carry the same ids");
+    assert_eq!(
+        event_ids_a, event_ids_b,
+        "re-emitted incident events carry the same ids"
+    );
 }
 
 // ---- properties -------------------------------------------------------------------
@@ -404,11 +562,28 @@ mod properties {
 
     #[derive(Debug, Clone)]
     enum Step {
-        Sample { machine: u8, gap_polls: u8, cpu: Option<u8>, mem: Option<u8>, disk: Option<u8> },
-        Failed { machine: u8, gap_polls: u8 },
-        Remove { machine: u8 },
-        Register { machine: u8 },
-        Rules { mem_threshold: u8, mem_for_polls: u8, hysteresis: u8 },
+        Sample {
+            machine: u8,
+            gap_polls: u8,
+            cpu: Option<u8>,
+            mem: Option<u8>,
+            disk: Option<u8>,
+        },
+        Failed {
+            machine: u8,
+            gap_polls: u8,
+        },
+        Remove {
+            machine: u8,
+        },
+        Register {
+            machine: u8,
+        },
+        Rules {
+            mem_threshold: u8,
+            mem_for_polls: u8,
+            hysteresis: u8,
+        },
     }
 
     fn step() -> impl Strategy<Value = Step> {
@@ -441,7 +616,13 @@ mod properties {
         for s in steps {
             global += 1;
             let env = match *s {
-                Step::Sample { machine, gap_polls, cpu, mem, disk } => {
+                Step::Sample {
+                    machine,
+                    gap_polls,
+                    cpu,
+                    mem,
+                    disk,
+                } => {
                     let t = poll_at(&mut clock, machine, gap_polls);
                     Envelope {
                         event_id: next_id(),
@@ -464,7 +645,11 @@ mod properties {
                         event_id: next_id(),
                         machine: format!("m{machine}"),
                         at: t,
-                        event: Event::PollFailed(PollFailed { timing: timing(t), reason: FailureReason::Connect, detail: String::new() }),
+                        event: Event::PollFailed(PollFailed {
+                            timing: timing(t),
+                            reason: FailureReason::Connect,
+                            detail: String::new(),
+                        }),
                     }
                 }
                 Step::Remove { machine } | Step::Register { machine } => {
@@ -474,9 +659,18 @@ mod properties {
                     } else {
                         Event::MachineRegistered(spec(true))
                     };
-                    Envelope { event_id: next_id(), machine: format!("m{machine}"), at: base + chrono::Duration::minutes(t) + chrono::Duration::seconds(1), event }
+                    Envelope {
+                        event_id: next_id(),
+                        machine: format!("m{machine}"),
+                        at: base + chrono::Duration::minutes(t) + chrono::Duration::seconds(1),
+                        event,
+                    }
                 }
-                Step::Rules { mem_threshold, mem_for_polls, hysteresis } => {
+                Step::Rules {
+                    mem_threshold,
+                    mem_for_polls,
+                    hysteresis,
+                } => {
                     let mut rules = RuleSet::default();
                     rules.mem.threshold = f64::from(mem_threshold);
                     rules.mem.for_ms = u64::from(mem_for_polls) * 15 * MIN;
@@ -485,8 +679,13 @@ mod properties {
                         event_id: next_id(),
                         machine: String::new(),
                         // Logged after everything before it, so it is later than all of it.
-                        at: base + chrono::Duration::minutes(clock.values().copied().max().unwrap_or(0)) + chrono::Duration::seconds(global),
-                        event: Event::RulesChanged(RulesChanged { rules, changed_by: String::new() }),
+                        at: base
+                            + chrono::Duration::minutes(clock.values().copied().max().unwrap_or(0))
+                            + chrono::Duration::seconds(global),
+                        event: Event::RulesChanged(RulesChanged {
+                            rules,
+                            changed_by: String::new(),
+                        }),
                     }
                 }
             };

@@ -16,7 +16,10 @@ pub struct DurationError {
 /// Parses `0`, or one or more `<integer><unit>` parts with units `d`, `h`, `m`, `s`, `ms`
 /// in decreasing order, optionally separated by spaces.
 pub fn parse_duration(input: &str) -> Result<Duration, DurationError> {
-    let err = |reason| DurationError { input: input.to_owned(), reason };
+    let err = |reason| DurationError {
+        input: input.to_owned(),
+        reason,
+    };
     let s = input.trim();
     if s.is_empty() {
         return Err(err("empty"));
@@ -75,7 +78,13 @@ pub fn format_duration(d: Duration) -> String {
         return "0".to_owned();
     }
     let mut out = String::new();
-    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
         if ms >= size {
             out.push_str(&format!("{}{}", ms / size, unit));
             ms %= size;

@@ -138,21 +138,37 @@ impl Envelope {
             return Err(DecodeError::UnknownType(ty.to_owned()));
         }
         if wire.version != SCHEMA_VERSION {
-            return Err(DecodeError::UnknownVersion { event_type: ty.to_owned(), version: wire.version });
+            return Err(DecodeError::UnknownVersion {
+                event_type: ty.to_owned(),
+                version: wire.version,
+            });
         }
         let raw = wire.data.get();
-        let data_err = |source| DecodeError::MalformedData { event_type: ty.to_owned(), version: wire.version, source };
+        let data_err = |source| DecodeError::MalformedData {
+            event_type: ty.to_owned(),
+            version: wire.version,
+            source,
+        };
         let event = match ty {
             "MetricSampled" => Event::MetricSampled(serde_json::from_str(raw).map_err(data_err)?),
             "PollFailed" => Event::PollFailed(serde_json::from_str(raw).map_err(data_err)?),
-            "MachineRegistered" => Event::MachineRegistered(serde_json::from_str(raw).map_err(data_err)?),
+            "MachineRegistered" => {
+                Event::MachineRegistered(serde_json::from_str(raw).map_err(data_err)?)
+            }
             "MachineChanged" => Event::MachineChanged(serde_json::from_str(raw).map_err(data_err)?),
             "MachineRemoved" => Event::MachineRemoved(serde_json::from_str(raw).map_err(data_err)?),
             "RulesChanged" => Event::RulesChanged(serde_json::from_str(raw).map_err(data_err)?),
             "IncidentOpened" => Event::IncidentOpened(serde_json::from_str(raw).map_err(data_err)?),
-            "IncidentUpdated" => Event::IncidentUpdated(serde_json::from_str(raw).map_err(data_err)?),
+            "IncidentUpdated" => {
+                Event::IncidentUpdated(serde_json::from_str(raw).map_err(data_err)?)
+            }
             _ => Event::IncidentResolved(serde_json::from_str(raw).map_err(data_err)?),
         };
-        Ok(Envelope { event_id: wire.event_id, machine: wire.machine.into_owned(), at: wire.at, event })
+        Ok(Envelope {
+            event_id: wire.event_id,
+            machine: wire.machine.into_owned(),
+            at: wire.at,
+            event,
+        })
     }
 }

@@ -112,7 +112,12 @@ impl<'de> Deserialize<'de> for Top {
                 f.write_str("a JSON object")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
-                let mut p = RawPayload { cpu: Raw::Missing, mem: Raw::Missing, disk: Raw::Missing, uptime: Raw::Missing };
+                let mut p = RawPayload {
+                    cpu: Raw::Missing,
+                    mem: Raw::Missing,
+                    disk: Raw::Missing,
+                    uptime: Raw::Missing,
+                };
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                     match key.as_ref() {
                         "cpu" => p.cpu = map.next_value()?,
@@ -156,20 +161,30 @@ impl<'de> Deserialize<'de> for Top {
 /// Parses a status body. `Err` is a poll failure (`invalid_json` / `invalid_payload`);
 /// `Ok` has at least one of cpu/mem/disk, with an issue recorded for each unknown metric.
 pub fn parse_status(body: &[u8]) -> Result<StatusSample, PayloadError> {
-    let top: Top = serde_json::from_slice(body).map_err(|e| PayloadError::InvalidJson(e.to_string()))?;
+    let top: Top =
+        serde_json::from_slice(body).map_err(|e| PayloadError::InvalidJson(e.to_string()))?;
     let raw = match top {
         Top::Object(raw) => raw,
-        Top::NotObject(kind) => return Err(PayloadError::InvalidPayload(format!("payload is {kind}, not an object"))),
+        Top::NotObject(kind) => {
+            return Err(PayloadError::InvalidPayload(format!(
+                "payload is {kind}, not an object"
+            )))
+        }
     };
     from_raw(raw)
 }
 
 /// Parses a status payload already decoded into a JSON map (history files, SPEC §5).
-pub fn parse_status_value(map: &serde_json::Map<String, serde_json::Value>) -> Result<StatusSample, PayloadError> {
+pub fn parse_status_value(
+    map: &serde_json::Map<String, serde_json::Value>,
+) -> Result<StatusSample, PayloadError> {
     fn raw(v: Option<&serde_json::Value>) -> Raw {
         match v {
             None => Raw::Missing,
-            Some(serde_json::Value::Number(n)) => n.as_f64().map(Raw::Number).unwrap_or(Raw::Other("a number out of range")),
+            Some(serde_json::Value::Number(n)) => n
+                .as_f64()
+                .map(Raw::Number)
+                .unwrap_or(Raw::Other("a number out of range")),
             Some(serde_json::Value::String(s)) => Raw::Str(s.clone()),
             Some(serde_json::Value::Null) => Raw::Other("null"),
             Some(serde_json::Value::Bool(_)) => Raw::Other("a boolean"),
@@ -177,7 +192,12 @@ pub fn parse_status_value(map: &serde_json::Map<String, serde_json::Value>) -> R
             Some(serde_json::Value::Object(_)) => Raw::Other("an object"),
         }
     }
-    from_raw(RawPayload { cpu: raw(map.get("cpu")), mem: raw(map.get("mem")), disk: raw(map.get("disk")), uptime: raw(map.get("uptime")) })
+    from_raw(RawPayload {
+        cpu: raw(map.get("cpu")),
+        mem: raw(map.get("mem")),
+        disk: raw(map.get("disk")),
+        uptime: raw(map.get("uptime")),
+    })
 }
 
 fn from_raw(raw: RawPayload) -> Result<StatusSample, PayloadError> {
@@ -185,7 +205,10 @@ fn from_raw(raw: RawPayload) -> Result<StatusSample, PayloadError> {
     let mut metric = |field: &str, v: Raw| match percent(&v) {
         Ok(p) => Some(p),
         Err(reason) => {
-            issues.push(MetricIssue { field: field.to_owned(), reason });
+            issues.push(MetricIssue {
+                field: field.to_owned(),
+                reason,
+            });
             None
         }
     };
@@ -193,17 +216,29 @@ fn from_raw(raw: RawPayload) -> Result<StatusSample, PayloadError> {
     let mem = metric("mem", raw.mem);
     let disk = metric("disk", raw.disk);
     if cpu.is_none() && mem.is_none() && disk.is_none() {
-        let why: Vec<String> = issues.iter().map(|i| format!("{}: {}", i.field, i.reason)).collect();
+        let why: Vec<String> = issues
+            .iter()
+            .map(|i| format!("{}: {}", i.field, i.reason))
+            .collect();
         return Err(PayloadError::InvalidPayload(why.join("; ")));
     }
     let uptime_s = match uptime(&raw.uptime) {
         Ok(u) => Some(u),
         Err(reason) => {
-            issues.push(MetricIssue { field: "uptime".to_owned(), reason });
+            issues.push(MetricIssue {
+                field: "uptime".to_owned(),
+                reason,
+            });
             None
         }
     };
-    Ok(StatusSample { cpu, mem, disk, uptime_s, issues })
+    Ok(StatusSample {
+        cpu,
+        mem,
+        disk,
+        uptime_s,
+        issues,
+    })
 }
 
 /// A plain decimal number: optional sign, digits, optional fraction. No exponents,
@@ -272,7 +307,10 @@ pub fn parse_uptime(s: &str) -> Option<u64> {
     }
     if let Some((days, clock)) = s.split_once(',') {
         let days = days.trim();
-        let n = days.strip_suffix("days").or_else(|| days.strip_suffix("day"))?.trim_end();
+        let n = days
+            .strip_suffix("days")
+            .or_else(|| days.strip_suffix("day"))?
+            .trim_end();
         if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
@@ -292,7 +330,9 @@ fn hms(s: &str) -> Option<u64> {
         return None;
     }
     let num = |p: &str| -> Option<u64> {
-        (!p.is_empty() && p.len() <= 12 && p.bytes().all(|b| b.is_ascii_digit())).then(|| p.parse().ok()).flatten()
+        (!p.is_empty() && p.len() <= 12 && p.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| p.parse().ok())
+            .flatten()
     };
     let (h, m, sec) = (num(h)?, num(m)?, num(sec)?);
     if m >= 60 || sec >= 60 {
@@ -379,7 +419,10 @@ mod tests {
 
     #[test]
     fn invalid_percentages_are_unknown_with_a_reason() {
-        for raw in ["-1", "100.01", "\"abc\"", "null", "true", "[1]", "{}", "\"NaN\"", "\"inf\"", "\"1e2\"", "\"%\"", "\"\"", "\"30%%\""] {
+        for raw in [
+            "-1", "100.01", "\"abc\"", "null", "true", "[1]", "{}", "\"NaN\"", "\"inf\"",
+            "\"1e2\"", "\"%\"", "\"\"", "\"30%%\"",
+        ] {
             let s = ok(&format!(r#"{{"cpu": {raw}, "mem": 10}}"#));
             assert_eq!(s.cpu, None, "{raw}");
             assert_eq!(s.mem, Some(10.0));
@@ -410,32 +453,68 @@ mod tests {
 
     #[test]
     fn an_unparseable_uptime_does_not_void_the_sample() {
-        for raw in ["\"soon\"", "\"2h 1d\"", "\"1:2\"", "\"01:61:00\"", "-5", "\"\"", "null", "\"d\""] {
+        for raw in [
+            "\"soon\"",
+            "\"2h 1d\"",
+            "\"1:2\"",
+            "\"01:61:00\"",
+            "-5",
+            "\"\"",
+            "null",
+            "\"d\"",
+        ] {
             let s = ok(&format!(r#"{{"cpu": 1, "uptime": {raw}}}"#));
             assert_eq!(s.cpu, Some(1.0));
             assert_eq!(s.uptime_s, None, "{raw}");
-            assert_eq!(s.issues.last().map(|i| i.field.as_str()), Some("uptime"), "{raw}");
+            assert_eq!(
+                s.issues.last().map(|i| i.field.as_str()),
+                Some("uptime"),
+                "{raw}"
+            );
         }
     }
 
     #[test]
     fn unknown_fields_are_ignored() {
-        let s = ok(r#"{"host": {"name": "x"}, "cpu": 5, "extra": [1,2,3], "mem": 6, "disk": 7, "uptime": 1}"#);
-        assert_eq!((s.cpu, s.mem, s.disk, s.uptime_s), (Some(5.0), Some(6.0), Some(7.0), Some(1)));
+        let s = ok(
+            r#"{"host": {"name": "x"}, "cpu": 5, "extra": [1,2,3], "mem": 6, "disk": 7, "uptime": 1}"#,
+        );
+        assert_eq!(
+            (s.cpu, s.mem, s.disk, s.uptime_s),
+            (Some(5.0), Some(6.0), Some(7.0), Some(1))
+        );
     }
 
     #[test]
     fn no_usable_metric_is_an_invalid_payload() {
-        assert!(matches!(parse_status(br#"{"uptime": 5}"#), Err(PayloadError::InvalidPayload(_))));
-        assert!(matches!(parse_status(br#"{"cpu": "high", "mem": -3}"#), Err(PayloadError::InvalidPayload(_))));
-        assert!(matches!(parse_status(b"[1,2]"), Err(PayloadError::InvalidPayload(_))));
-        assert!(matches!(parse_status(b"42"), Err(PayloadError::InvalidPayload(_))));
+        assert!(matches!(
+            parse_status(br#"{"uptime": 5}"#),
+            Err(PayloadError::InvalidPayload(_))
+        ));
+        assert!(matches!(
+            parse_status(br#"{"cpu": "high", "mem": -3}"#),
+            Err(PayloadError::InvalidPayload(_))
+        ));
+        assert!(matches!(
+            parse_status(b"[1,2]"),
+            Err(PayloadError::InvalidPayload(_))
+        ));
+        assert!(matches!(
+            parse_status(b"42"),
+            Err(PayloadError::InvalidPayload(_))
+        ));
     }
 
     #[test]
     fn non_json_is_invalid_json() {
         for body in ["not json{", "", "{\"cpu\": 5", "<html>"] {
-            assert!(matches!(parse_status(body.as_bytes()), Err(PayloadError::InvalidJson(_))), "{body}");
+            assert!(
+                matches!(
+                    parse_status(body.as_bytes()),
+                    Err(PayloadError::InvalidJson(_))
+                ),
+                "{body}"
+            );
         }
     }
 

@@ -21,7 +21,12 @@ pub enum RuleName {
 
 impl RuleName {
     /// All rules, in a fixed order (also the order of per-rule state in the fold).
-    pub const ALL: [RuleName; 4] = [RuleName::Cpu, RuleName::Mem, RuleName::Disk, RuleName::Unreachable];
+    pub const ALL: [RuleName; 4] = [
+        RuleName::Cpu,
+        RuleName::Mem,
+        RuleName::Disk,
+        RuleName::Unreachable,
+    ];
 
     /// The rule's name as written in configuration, the API and events.
     pub fn as_str(self) -> &'static str {
@@ -77,7 +82,11 @@ pub struct RuleSpec {
 impl RuleSpec {
     /// A rule with no hysteresis.
     pub const fn new(threshold: f64, for_ms: u64) -> Self {
-        RuleSpec { threshold, for_ms, hysteresis: 0.0 }
+        RuleSpec {
+            threshold,
+            for_ms,
+            hysteresis: 0.0,
+        }
     }
 }
 
@@ -138,11 +147,20 @@ impl RuleSet {
     pub fn validate(&self) -> Result<(), String> {
         for rule in RuleName::ALL {
             let spec = self.get(rule);
-            if rule != RuleName::Unreachable && !(spec.threshold.is_finite() && (0.0..=100.0).contains(&spec.threshold)) {
-                return Err(format!("{rule}.threshold must be a number from 0 to 100, got {}", spec.threshold));
+            if rule != RuleName::Unreachable
+                && !(spec.threshold.is_finite() && (0.0..=100.0).contains(&spec.threshold))
+            {
+                return Err(format!(
+                    "{rule}.threshold must be a number from 0 to 100, got {}",
+                    spec.threshold
+                ));
             }
-            if !(spec.hysteresis.is_finite() && spec.hysteresis >= 0.0 && spec.hysteresis <= 100.0) {
-                return Err(format!("{rule}.hysteresis must be a number from 0 to 100, got {}", spec.hysteresis));
+            if !(spec.hysteresis.is_finite() && spec.hysteresis >= 0.0 && spec.hysteresis <= 100.0)
+            {
+                return Err(format!(
+                    "{rule}.hysteresis must be a number from 0 to 100, got {}",
+                    spec.hysteresis
+                ));
             }
         }
         if self.staleness_intervals == 0 {

@@ -27,22 +27,31 @@ pub struct Settings {
 impl Settings {
     /// Settings read from the process environment.
     pub fn from_env() -> Self {
-        Settings { lookup: Box::new(|k| std::env::var(k).ok()) }
+        Settings {
+            lookup: Box::new(|k| std::env::var(k).ok()),
+        }
     }
 
     /// Settings from a fixed map (tests).
     pub fn from_map(map: HashMap<String, String>) -> Self {
-        Settings { lookup: Box::new(move |k| map.get(k).cloned()) }
+        Settings {
+            lookup: Box::new(move |k| map.get(k).cloned()),
+        }
     }
 
     /// The raw value of `key`, if set and not blank.
     pub fn raw(&self, key: &str) -> Option<String> {
-        (self.lookup)(key).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+        (self.lookup)(key)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
     }
 
     /// A required string value.
     pub fn required(&self, key: &str) -> Result<String, SettingError> {
-        self.raw(key).ok_or_else(|| SettingError { key: key.to_owned(), message: "is required but not set".to_owned() })
+        self.raw(key).ok_or_else(|| SettingError {
+            key: key.to_owned(),
+            message: "is required but not set".to_owned(),
+        })
     }
 
     /// `key` parsed with `FromStr`, or `default` when unset.
@@ -52,7 +61,10 @@ impl Settings {
     {
         match self.raw(key) {
             None => Ok(default),
-            Some(v) => v.parse().map_err(|e| SettingError { key: key.to_owned(), message: format!("{v:?} is invalid: {e}") }),
+            Some(v) => v.parse().map_err(|e| SettingError {
+                key: key.to_owned(),
+                message: format!("{v:?} is invalid: {e}"),
+            }),
         }
     }
 
@@ -60,7 +72,10 @@ impl Settings {
     pub fn duration_or(&self, key: &str, default: Duration) -> Result<Duration, SettingError> {
         match self.raw(key) {
             None => Ok(default),
-            Some(v) => parse_duration(&v).map_err(|e| SettingError { key: key.to_owned(), message: e.to_string() }),
+            Some(v) => parse_duration(&v).map_err(|e| SettingError {
+                key: key.to_owned(),
+                message: e.to_string(),
+            }),
         }
     }
 
@@ -75,21 +90,31 @@ impl Settings {
                 let key = format!("RULE_{upper}_THRESHOLD");
                 spec.threshold = self.parse_or(&key, spec.threshold)?;
                 if !(spec.threshold.is_finite() && (0.0..=100.0).contains(&spec.threshold)) {
-                    return Err(SettingError { key, message: "must be a percentage from 0 to 100".to_owned() });
+                    return Err(SettingError {
+                        key,
+                        message: "must be a percentage from 0 to 100".to_owned(),
+                    });
                 }
                 let key = format!("RULE_{upper}_HYSTERESIS");
                 spec.hysteresis = self.parse_or(&key, spec.hysteresis)?;
                 if !(spec.hysteresis.is_finite() && (0.0..=100.0).contains(&spec.hysteresis)) {
-                    return Err(SettingError { key, message: "must be a number from 0 to 100".to_owned() });
+                    return Err(SettingError {
+                        key,
+                        message: "must be a number from 0 to 100".to_owned(),
+                    });
                 }
             }
             let key = format!("RULE_{upper}_FOR");
             let default = Duration::from_millis(spec.for_ms);
             spec.for_ms = self.duration_or(&key, default)?.as_millis() as u64;
         }
-        rules.staleness_intervals = self.parse_or("RULE_STALENESS_INTERVALS", rules.staleness_intervals)?;
+        rules.staleness_intervals =
+            self.parse_or("RULE_STALENESS_INTERVALS", rules.staleness_intervals)?;
         if rules.staleness_intervals == 0 {
-            return Err(SettingError { key: "RULE_STALENESS_INTERVALS".to_owned(), message: "must be at least 1".to_owned() });
+            return Err(SettingError {
+                key: "RULE_STALENESS_INTERVALS".to_owned(),
+                message: "must be at least 1".to_owned(),
+            });
         }
         Ok(rules)
     }
@@ -100,7 +125,12 @@ mod tests {
     use super::*;
 
     fn settings(pairs: &[(&str, &str)]) -> Settings {
-        Settings::from_map(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+        Settings::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
     }
 
     #[test]
@@ -110,15 +140,26 @@ mod tests {
 
     #[test]
     fn overrides_apply() {
-        let r = settings(&[("RULE_MEM_THRESHOLD", "80"), ("RULE_MEM_FOR", "10m"), ("RULE_CPU_HYSTERESIS", "5")])
-            .rules()
-            .unwrap();
-        assert_eq!((r.mem.threshold, r.mem.for_ms, r.cpu.hysteresis), (80.0, 600_000, 5.0));
+        let r = settings(&[
+            ("RULE_MEM_THRESHOLD", "80"),
+            ("RULE_MEM_FOR", "10m"),
+            ("RULE_CPU_HYSTERESIS", "5"),
+        ])
+        .rules()
+        .unwrap();
+        assert_eq!(
+            (r.mem.threshold, r.mem.for_ms, r.cpu.hysteresis),
+            (80.0, 600_000, 5.0)
+        );
     }
 
     #[test]
     fn a_bad_value_names_the_key() {
-        for (k, v) in [("RULE_MEM_FOR", "30 minutes"), ("RULE_CPU_THRESHOLD", "high"), ("RULE_DISK_THRESHOLD", "101")] {
+        for (k, v) in [
+            ("RULE_MEM_FOR", "30 minutes"),
+            ("RULE_CPU_THRESHOLD", "high"),
+            ("RULE_DISK_THRESHOLD", "101"),
+        ] {
             let err = settings(&[(k, v)]).rules().unwrap_err();
             assert_eq!(err.key, k);
             assert!(err.to_string().contains(k));

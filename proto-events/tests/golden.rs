@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use uuid::Uuid;
 
 fn t(h: u32, m: u32) -> Timestamp {
-    Utc.with_ymd_and_hms(2026, 11, 23, h, m, 0).single().unwrap()
+    Utc.with_ymd_and_hms(2026, 11, 23, h, m, 0)
+        .single()
+        .unwrap()
 }
 
 fn id(n: u128) -> Uuid {
@@ -18,11 +20,20 @@ fn id(n: u128) -> Uuid {
 }
 
 fn timing() -> PollTiming {
-    PollTiming { interval_ms: 900_000, started_at: t(10, 0) + chrono::Duration::milliseconds(12), latency_ms: 34 }
+    PollTiming {
+        interval_ms: 900_000,
+        started_at: t(10, 0) + chrono::Duration::milliseconds(12),
+        latency_ms: 34,
+    }
 }
 
 fn samples() -> Vec<(&'static str, Envelope)> {
-    let env = |n, machine: &str, event| Envelope { event_id: id(n), machine: machine.to_owned(), at: t(10, 0), event };
+    let env = |n, machine: &str, event| Envelope {
+        event_id: id(n),
+        machine: machine.to_owned(),
+        at: t(10, 0),
+        event,
+    };
     let incident = id(0xABC);
     vec![
         (
@@ -36,7 +47,10 @@ fn samples() -> Vec<(&'static str, Envelope)> {
                     mem: Some(30.5),
                     disk: None,
                     uptime_s: Some(95_826),
-                    issues: vec![MetricIssue { field: "disk".into(), reason: "value 101 is above 100".into() }],
+                    issues: vec![MetricIssue {
+                        field: "disk".into(),
+                        reason: "value 101 is above 100".into(),
+                    }],
                     rebooted: false,
                 }),
             ),
@@ -46,7 +60,11 @@ fn samples() -> Vec<(&'static str, Envelope)> {
             env(
                 2,
                 "web-1",
-                Event::PollFailed(PollFailed { timing: timing(), reason: FailureReason::HttpStatus, detail: "HTTP 500".into() }),
+                Event::PollFailed(PollFailed {
+                    timing: timing(),
+                    reason: FailureReason::HttpStatus,
+                    detail: "HTTP 500".into(),
+                }),
             ),
         ),
         (
@@ -75,10 +93,20 @@ fn samples() -> Vec<(&'static str, Envelope)> {
                 }),
             ),
         ),
-        ("machine_removed", env(5, "web-1", Event::MachineRemoved(MachineRemoved {}))),
+        (
+            "machine_removed",
+            env(5, "web-1", Event::MachineRemoved(MachineRemoved {})),
+        ),
         (
             "rules_changed",
-            env(6, "", Event::RulesChanged(RulesChanged { rules: RuleSet::default(), changed_by: "alice".into() })),
+            env(
+                6,
+                "",
+                Event::RulesChanged(RulesChanged {
+                    rules: RuleSet::default(),
+                    changed_by: "alice".into(),
+                }),
+            ),
         ),
         (
             "incident_opened",
@@ -128,7 +156,9 @@ fn samples() -> Vec<(&'static str, Envelope)> {
 }
 
 fn golden_path(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(format!("{name}.json"))
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(format!("{name}.json"))
 }
 
 #[test]
@@ -140,7 +170,8 @@ fn every_event_type_encodes_exactly_as_its_golden_file() {
         if update {
             std::fs::write(&path, format!("{encoded}\n")).unwrap();
         }
-        let golden = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let golden =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         assert_eq!(encoded, golden.trim_end(), "wire format of {name} changed");
     }
 }
@@ -159,7 +190,10 @@ fn an_unknown_version_is_reported_not_misread() {
     let golden = std::fs::read_to_string(golden_path("metric_sampled")).unwrap();
     let v2 = golden.replace("\"version\":1", "\"version\":2");
     match Envelope::decode(v2.as_bytes()) {
-        Err(DecodeError::UnknownVersion { event_type, version }) => {
+        Err(DecodeError::UnknownVersion {
+            event_type,
+            version,
+        }) => {
             assert_eq!((event_type.as_str(), version), ("MetricSampled", 2));
         }
         other => panic!("expected UnknownVersion, got {other:?}"),
@@ -170,8 +204,16 @@ fn an_unknown_version_is_reported_not_misread() {
 fn an_unknown_type_and_garbage_are_reported() {
     let golden = std::fs::read_to_string(golden_path("poll_failed")).unwrap();
     let renamed = golden.replace("\"PollFailed\"", "\"PollExploded\"");
-    assert!(matches!(Envelope::decode(renamed.as_bytes()), Err(DecodeError::UnknownType(t)) if t == "PollExploded"));
-    assert!(matches!(Envelope::decode(b"not json"), Err(DecodeError::Malformed(_))));
+    assert!(
+        matches!(Envelope::decode(renamed.as_bytes()), Err(DecodeError::UnknownType(t)) if t == "PollExploded")
+    );
+    assert!(matches!(
+        Envelope::decode(b"not json"),
+        Err(DecodeError::Malformed(_))
+    ));
     let bad_data = golden.replace("\"reason\":\"http_status\"", "\"reason\":\"gremlins\"");
-    assert!(matches!(Envelope::decode(bad_data.as_bytes()), Err(DecodeError::MalformedData { .. })));
+    assert!(matches!(
+        Envelope::decode(bad_data.as_bytes()),
+        Err(DecodeError::MalformedData { .. })
+    ));
 }

@@ -4,7 +4,9 @@
 use crate::config::ApiConfig;
 use crate::incidents::IncidentsApi;
 use poem::listener::TcpAcceptor;
-use poem::{get, handler, http::StatusCode, web::Data, EndpointExt, IntoResponse, Response, Route, Server};
+use poem::{
+    get, handler, http::StatusCode, web::Data, EndpointExt, IntoResponse, Response, Route, Server,
+};
 use poem_openapi::OpenApiService;
 use sqlx::MySqlPool;
 use std::future::Future;
@@ -13,7 +15,12 @@ use std::time::Duration;
 
 /// The OpenAPI service (also used to print the spec).
 pub fn api_service(pool: MySqlPool) -> OpenApiService<IncidentsApi, ()> {
-    OpenApiService::new(IncidentsApi { pool }, "Resource Monitor API", env!("CARGO_PKG_VERSION")).server("/api")
+    OpenApiService::new(
+        IncidentsApi { pool },
+        "Resource Monitor API",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .server("/api")
 }
 
 #[handler]
@@ -25,7 +32,11 @@ fn healthz() -> &'static str {
 async fn readyz(pool: Data<&MySqlPool>) -> Response {
     match sqlx::query("SELECT 1").execute(*pool).await {
         Ok(_) => "ready".into_response(),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("database unavailable: {e}")).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("database unavailable: {e}"),
+        )
+            .into_response(),
     }
 }
 
@@ -53,7 +64,11 @@ impl Application {
     pub async fn build(config: &ApiConfig, pool: MySqlPool) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
         let addr = listener.local_addr()?;
-        Ok(Application { listener, addr, pool })
+        Ok(Application {
+            listener,
+            addr,
+            pool,
+        })
     }
 
     /// The bound address.
@@ -62,7 +77,10 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let acceptor = TcpAcceptor::from_tokio(self.listener)?;
         Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(routes(self.pool), shutdown, Some(Duration::from_secs(5)))

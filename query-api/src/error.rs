@@ -14,6 +14,9 @@ pub struct ErrorBody {
 impl ErrorBody {
     /// An error with `code` and `reason`.
     pub fn new(code: &str, reason: impl Into<String>) -> Self {
-        ErrorBody { error: code.to_owned(), reason: reason.into() }
+        ErrorBody {
+            error: code.to_owned(),
+            reason: reason.into(),
+        }
     }
 }

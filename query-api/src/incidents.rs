@@ -109,7 +109,12 @@ fn row_to_incident(r: &sqlx::mysql::MySqlRow) -> Result<Incident, sqlx::Error> {
         id: r.try_get("id")?,
         machine: r.try_get("machine")?,
         rule: r.try_get("rule")?,
-        status: if resolved_at.is_some() { "resolved" } else { "open" }.to_owned(),
+        status: if resolved_at.is_some() {
+            "resolved"
+        } else {
+            "open"
+        }
+        .to_owned(),
         threshold: r.try_get("threshold")?,
         for_ms: r.try_get("for_ms")?,
         started_at: utc(r.try_get("started_at")?),
@@ -144,7 +149,10 @@ impl IncidentsApi {
     ) -> ListResponse {
         if let Some(rule) = rule.0.as_deref() {
             if rule.parse::<proto_events::RuleName>().is_err() {
-                return ListResponse::BadRequest(Json(ErrorBody::new("bad_request", format!("unknown rule {rule:?}"))));
+                return ListResponse::BadRequest(Json(ErrorBody::new(
+                    "bad_request",
+                    format!("unknown rule {rule:?}"),
+                )));
             }
         }
         let mut q = QueryBuilder::new(format!("SELECT {COLUMNS} FROM incidents WHERE 1=1"));
@@ -169,12 +177,21 @@ impl IncidentsApi {
         if let Some(t) = until.0 {
             q.push(" AND opened_at < ").push_bind(t.naive_utc());
         }
-        q.push(" ORDER BY (resolved_at IS NULL) DESC, opened_at DESC, id LIMIT ").push_bind(limit.0.unwrap_or(200));
-        match q.build().fetch_all(&self.pool).await.and_then(|rows| rows.iter().map(row_to_incident).collect()) {
+        q.push(" ORDER BY (resolved_at IS NULL) DESC, opened_at DESC, id LIMIT ")
+            .push_bind(limit.0.unwrap_or(200));
+        match q
+            .build()
+            .fetch_all(&self.pool)
+            .await
+            .and_then(|rows| rows.iter().map(row_to_incident).collect())
+        {
             Ok(incidents) => ListResponse::Ok(Json(IncidentPage { incidents })),
             Err(e) => {
                 tracing::error!(error = %e, "listing incidents failed");
-                ListResponse::Unavailable(Json(ErrorBody::new("unavailable", "the database is unavailable")))
+                ListResponse::Unavailable(Json(ErrorBody::new(
+                    "unavailable",
+                    "the database is unavailable",
+                )))
             }
         }
     }
@@ -182,13 +199,22 @@ impl IncidentsApi {
     /// One incident by id.
     #[oai(path = "/incidents/:id", method = "get", operation_id = "get_incident")]
     async fn get(&self, id: Path<String>) -> GetResponse {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM incidents WHERE id = ?")).bind(&id.0).fetch_optional(&self.pool).await;
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM incidents WHERE id = ?"))
+            .bind(&id.0)
+            .fetch_optional(&self.pool)
+            .await;
         match row.and_then(|r| r.as_ref().map(row_to_incident).transpose()) {
             Ok(Some(i)) => GetResponse::Ok(Json(i)),
-            Ok(None) => GetResponse::NotFound(Json(ErrorBody::new("not_found", format!("no incident {:?}", id.0)))),
+            Ok(None) => GetResponse::NotFound(Json(ErrorBody::new(
+                "not_found",
+                format!("no incident {:?}", id.0),
+            ))),
             Err(e) => {
                 tracing::error!(error = %e, "reading incident failed");
-                GetResponse::Unavailable(Json(ErrorBody::new("unavailable", "the database is unavailable")))
+                GetResponse::Unavailable(Json(ErrorBody::new(
+                    "unavailable",
+                    "the database is unavailable",
+                )))
             }
         }
     }
