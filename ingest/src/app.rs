@@ -5,7 +5,7 @@ use crate::config::IngestConfig;
 use crate::poller::{build_client, PollLimits};
 use crate::publisher::{build_producer, run_publisher, PublisherStats};
 use crate::registry::{load_machines, Registry};
-use crate::scheduler::{Anchor, PollContext, Scheduler, SchedulerStats};
+use crate::scheduler::{Anchor, HttpProber, PollContext, Scheduler, SchedulerStats};
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -80,8 +80,10 @@ pub async fn run(
     };
     let anchor = Anchor::system();
     let mut scheduler = Scheduler::new(PollContext {
-        client: build_client(&limits).context("building the HTTP client")?,
-        limits,
+        prober: Arc::new(HttpProber {
+            client: build_client(&limits).context("building the HTTP client")?,
+            limits,
+        }),
         events: tx.clone(),
         permits: Arc::new(Semaphore::new(config.concurrency)),
         anchor,

@@ -13,6 +13,8 @@ use crate::poller::{poll, PollLimits, PollOutcome};
 use crate::schedule::Grid;
 use proto_events::{Envelope, Event, MetricSampled, PollFailed, PollTiming};
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,12 +77,31 @@ pub struct SchedulerStats {
     pub lag_ms_total: AtomicU64,
 }
 
-/// What a machine task needs.
-pub struct PollContext {
+/// Polls one URL. The HTTP implementation is [`HttpProber`]; tests substitute
+/// probes that answer in tokio time, so scheduling is tested with a paused clock.
+pub trait Prober: Send + Sync + 'static {
+    /// Polls `url` once.
+    fn poll<'a>(&'a self, url: &'a str) -> Pin<Box<dyn Future<Output = PollOutcome> + Send + 'a>>;
+}
+
+/// The real prober: the shared pooled client and its limits.
+pub struct HttpProber {
     /// The shared HTTP client.
     pub client: reqwest::Client,
-    /// Client limits.
+    /// Its limits.
     pub limits: PollLimits,
+}
+
+impl Prober for HttpProber {
+    fn poll<'a>(&'a self, url: &'a str) -> Pin<Box<dyn Future<Output = PollOutcome> + Send + 'a>> {
+        Box::pin(poll(&self.client, url, &self.limits))
+    }
+}
+
+/// What a machine task needs.
+pub struct PollContext {
+    /// Polls a URL.
+    pub prober: Arc<dyn Prober>,
     /// Where events go.
     pub events: mpsc::Sender<Envelope>,
     /// Bounds polls in flight.
@@ -170,7 +191,8 @@ async fn machine_loop(target: Target, ctx: Arc<PollContext>) {
         let Ok(Ok(permit)) = permit else {
             ctx.stats.skipped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(machine = %target.name, "no poll slot within one interval; poll skipped");
-            due = grid.first_after(ctx.anchor.now_ms());
+            // The next grid instant is now (the wait ended one interval after `due`).
+            due = grid.first_at_or_after(ctx.anchor.now_ms());
             continue;
         };
         let started_ms = ctx.anchor.now_ms();
@@ -179,7 +201,7 @@ async fn machine_loop(target: Target, ctx: Arc<PollContext>) {
         ctx.stats
             .lag_ms_total
             .fetch_add((started_ms - due).max(0) as u64, Ordering::Relaxed);
-        let outcome = poll(&ctx.client, &target.url, &ctx.limits).await;
+        let outcome = ctx.prober.poll(&target.url).await;
         drop(permit);
         let timing = PollTiming {
             interval_ms: target.interval_ms,
