@@ -5,10 +5,12 @@
 //! - [`fold`]: the pure incident fold (SPEC §4). No I/O, no clock.
 //! - [`incidents`]: a pure projection of incident events into incident records,
 //!   shared by the backtest and the tests.
+//! - [`backtest`]: backtests over an offline history file (SPEC §5).
 //! - [`config`]: settings from the environment.
 //! - [`store`]: the MySQL projections, fold state, offsets and outbox (one transaction per batch).
 //! - [`service`]: the consumer-group member that ties them together.
 
+pub mod backtest;
 pub mod config;
 pub mod fold;
 pub mod incidents;

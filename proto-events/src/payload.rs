@@ -96,6 +96,10 @@ struct RawPayload {
     mem: Raw,
     disk: Raw,
     uptime: Raw,
+    // History-file fields (SPEC §5); ignored in a status payload.
+    machine: Raw,
+    at: Raw,
+    error: Raw,
 }
 
 enum Top {
@@ -117,6 +121,9 @@ impl<'de> Deserialize<'de> for Top {
                     mem: Raw::Missing,
                     disk: Raw::Missing,
                     uptime: Raw::Missing,
+                    machine: Raw::Missing,
+                    at: Raw::Missing,
+                    error: Raw::Missing,
                 };
                 while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                     match key.as_ref() {
@@ -124,6 +131,9 @@ impl<'de> Deserialize<'de> for Top {
                         "mem" => p.mem = map.next_value()?,
                         "disk" => p.disk = map.next_value()?,
                         "uptime" => p.uptime = map.next_value()?,
+                        "machine" => p.machine = map.next_value()?,
+                        "at" => p.at = map.next_value()?,
+                        "error" => p.error = map.next_value()?,
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }
@@ -197,6 +207,60 @@ pub fn parse_status_value(
         mem: raw(map.get("mem")),
         disk: raw(map.get("disk")),
         uptime: raw(map.get("uptime")),
+        machine: Raw::Missing,
+        at: Raw::Missing,
+        error: Raw::Missing,
+    })
+}
+
+/// One line of an offline history file (SPEC §5).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryLine {
+    /// Machine name.
+    pub machine: String,
+    /// When the poll was due.
+    pub at: crate::events::Timestamp,
+    /// The poll's outcome: a sample, or a failure with its reason (a payload with no
+    /// usable metric is an `invalid_payload` failure, as it would be live).
+    pub outcome: Result<StatusSample, (crate::events::FailureReason, String)>,
+}
+
+/// Parses one history line: the status payload plus `machine` and `at`, or `error`
+/// (a reason code) instead of metrics. `Err` says why the line is malformed.
+pub fn parse_history_line(line: &[u8]) -> Result<HistoryLine, String> {
+    use crate::events::FailureReason;
+    let top: Top = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
+    let mut raw = match top {
+        Top::Object(raw) => raw,
+        Top::NotObject(kind) => return Err(format!("the line is {kind}, not an object")),
+    };
+    let machine = match std::mem::replace(&mut raw.machine, Raw::Missing) {
+        Raw::Str(m) if !m.trim().is_empty() => m,
+        Raw::Missing => return Err("missing \"machine\"".to_owned()),
+        _ => return Err("\"machine\" must be a non-empty string".to_owned()),
+    };
+    let at = match std::mem::replace(&mut raw.at, Raw::Missing) {
+        Raw::Str(t) => chrono::DateTime::parse_from_rfc3339(&t)
+            .map_err(|e| format!("\"at\" is not an RFC 3339 time ({t:?}: {e})"))?
+            .with_timezone(&chrono::Utc),
+        Raw::Missing => return Err("missing \"at\"".to_owned()),
+        _ => return Err("\"at\" must be an RFC 3339 string".to_owned()),
+    };
+    let outcome = match std::mem::replace(&mut raw.error, Raw::Missing) {
+        Raw::Missing => match from_raw(raw) {
+            Ok(sample) => Ok(sample),
+            Err(e) => Err((FailureReason::InvalidPayload, e.to_string())),
+        },
+        Raw::Str(code) => match FailureReason::parse(code.trim()) {
+            Some(reason) => Err((reason, String::new())),
+            None => return Err(format!("unknown error code {code:?}")),
+        },
+        _ => return Err("\"error\" must be a reason code string".to_owned()),
+    };
+    Ok(HistoryLine {
+        machine,
+        at,
+        outcome,
     })
 }
 
@@ -503,6 +567,43 @@ mod tests {
             parse_status(b"42"),
             Err(PayloadError::InvalidPayload(_))
         ));
+    }
+
+    #[test]
+    fn history_lines_of_spec_section_5() {
+        let ok = parse_history_line(br#"{"machine":"web-1","at":"2026-11-23T10:00:00Z","cpu":60,"mem":"30%","disk":"43%","uptime":"1d 2h"}"#).unwrap();
+        assert_eq!(ok.machine, "web-1");
+        assert_eq!(ok.at.to_rfc3339(), "2026-11-23T10:00:00+00:00");
+        assert_eq!(ok.outcome.unwrap().mem, Some(30.0));
+        let failed = parse_history_line(
+            br#"{"machine":"web-1","at":"2026-11-23T10:15:00Z","error":"timeout"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            failed.outcome.unwrap_err().0,
+            crate::events::FailureReason::Timeout
+        );
+        let empty =
+            parse_history_line(br#"{"machine":"web-1","at":"2026-11-23T10:30:00Z"}"#).unwrap();
+        assert_eq!(
+            empty.outcome.unwrap_err().0,
+            crate::events::FailureReason::InvalidPayload
+        );
+        for bad in [
+            &br#"{"at":"2026-11-23T10:00:00Z","cpu":1}"#[..],
+            br#"{"machine":"m","cpu":1}"#,
+            br#"{"machine":"m","at":"yesterday","cpu":1}"#,
+            br#"{"machine":"m","at":"2026-11-23T10:00:00Z","error":"gremlins"}"#,
+            br#"{"machine":"","at":"2026-11-23T10:00:00Z","cpu":1}"#,
+            b"[1]",
+            b"{",
+        ] {
+            assert!(
+                parse_history_line(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
