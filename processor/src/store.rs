@@ -335,53 +335,103 @@ impl Store {
         Ok(())
     }
 
-    async fn write_incidents(
-        &self,
-        tx: &mut sqlx::MySqlConnection,
-        events: &[Envelope],
-    ) -> Result<(), sqlx::Error> {
+    /// Writes a batch's incident events as at most two statements: one multi-row
+    /// insert for incidents opened in this batch (with their state at the end of
+    /// the batch), one multi-row update (a join on a derived table) for incidents
+    /// opened earlier. Events are coalesced per incident first; the fold emits them
+    /// in order, so the last one wins.
+    async fn write_incidents(&self, tx: &mut sqlx::MySqlConnection, events: &[Envelope]) -> Result<(), sqlx::Error> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        #[derive(Default)]
+        struct Change<'a> {
+            opened: Option<(&'a str, &'a proto_events::IncidentOpened)>,
+            peak: Option<Option<f64>>,
+            last_value: Option<Option<f64>>,
+            last_breach_at: Option<chrono::DateTime<Utc>>,
+            resolved: Option<(chrono::DateTime<Utc>, &'static str)>,
+        }
+        let mut order: Vec<uuid::Uuid> = Vec::new();
+        let mut changes: HashMap<uuid::Uuid, Change<'_>> = HashMap::new();
         for env in events {
+            let id = match &env.event {
+                Event::IncidentOpened(o) => o.incident_id,
+                Event::IncidentUpdated(u) => u.incident_id,
+                Event::IncidentResolved(r) => r.incident_id,
+                _ => continue,
+            };
+            let change = changes.entry(id).or_insert_with(|| {
+                order.push(id);
+                Change::default()
+            });
             match &env.event {
-                Event::IncidentOpened(o) => {
-                    sqlx::query(
-                        "INSERT INTO incidents (id, machine, rule, threshold, for_ms, started_at, opened_at, peak, last_value, last_breach_at) \
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON DUPLICATE KEY UPDATE id = id",
-                    )
-                    .bind(o.incident_id.to_string())
-                    .bind(&env.machine)
-                    .bind(o.rule.as_str())
-                    .bind(o.threshold)
-                    .bind(o.for_ms as i64)
-                    .bind(ts(o.started_at))
-                    .bind(ts(o.opened_at))
-                    .bind(o.peak)
-                    .bind(o.last_value)
-                    .bind(ts(o.opened_at))
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                Event::IncidentOpened(o) => change.opened = Some((env.machine.as_str(), o)),
                 Event::IncidentUpdated(u) => {
-                    sqlx::query(
-                        "UPDATE incidents SET peak = ?, last_value = ?, last_breach_at = ? WHERE id = ? AND last_breach_at <= ?",
-                    )
-                    .bind(u.peak)
-                    .bind(u.last_value)
-                    .bind(ts(u.last_breach_at))
-                    .bind(u.incident_id.to_string())
-                    .bind(ts(u.last_breach_at))
-                    .execute(&mut *tx)
-                    .await?;
+                    change.peak = Some(u.peak);
+                    change.last_value = Some(u.last_value);
+                    change.last_breach_at = Some(u.last_breach_at);
                 }
-                Event::IncidentResolved(r) => {
-                    sqlx::query("UPDATE incidents SET resolved_at = ?, resolution = ? WHERE id = ? AND resolved_at IS NULL")
-                        .bind(ts(r.resolved_at))
-                        .bind(r.reason.as_str())
-                        .bind(r.incident_id.to_string())
-                        .execute(&mut *tx)
-                        .await?;
-                }
+                Event::IncidentResolved(r) => change.resolved = Some((r.resolved_at, r.reason.as_str())),
                 _ => {}
             }
+        }
+        let (new, existing): (Vec<uuid::Uuid>, Vec<uuid::Uuid>) = order.into_iter().partition(|id| changes[id].opened.is_some());
+        if !new.is_empty() {
+            let mut q = QueryBuilder::new(
+                "INSERT INTO incidents (id, machine, rule, threshold, for_ms, started_at, opened_at, peak, last_value, last_breach_at, resolved_at, resolution) ",
+            );
+            q.push_values(&new, |mut b, id| {
+                let c = &changes[id];
+                if let Some((machine, o)) = c.opened {
+                    b.push_bind(id.to_string())
+                        .push_bind(machine)
+                        .push_bind(o.rule.as_str())
+                        .push_bind(o.threshold)
+                        .push_bind(o.for_ms as i64)
+                        .push_bind(ts(o.started_at))
+                        .push_bind(ts(o.opened_at))
+                        .push_bind(c.peak.unwrap_or(o.peak))
+                        .push_bind(c.last_value.unwrap_or(o.last_value))
+                        .push_bind(ts(c.last_breach_at.unwrap_or(o.opened_at)))
+                        .push_bind(c.resolved.map(|(t, _)| ts(t)))
+                        .push_bind(c.resolved.map_or("", |(_, r)| r));
+                }
+            });
+            // Re-applying a batch after a crash (same ids) changes nothing.
+            q.push(" ON DUPLICATE KEY UPDATE id = id");
+            q.build().execute(&mut *tx).await?;
+        }
+        if !existing.is_empty() {
+            let mut q = QueryBuilder::new("UPDATE incidents i JOIN (");
+            for (n, id) in existing.iter().enumerate() {
+                let c = &changes[id];
+                q.push(if n == 0 { "SELECT " } else { " UNION ALL SELECT " });
+                let mut sep = q.separated(", ");
+                sep.push_bind(id.to_string());
+                sep.push_unseparated(" AS id");
+                sep.push_bind(c.last_breach_at.is_some());
+                sep.push_unseparated(" AS updated");
+                sep.push_bind(c.peak.flatten());
+                sep.push_unseparated(" AS peak");
+                sep.push_bind(c.last_value.flatten());
+                sep.push_unseparated(" AS last_value");
+                sep.push_bind(c.last_breach_at.map(ts));
+                sep.push_unseparated(" AS last_breach_at");
+                sep.push_bind(c.resolved.map(|(t, _)| ts(t)));
+                sep.push_unseparated(" AS resolved_at");
+                sep.push_bind(c.resolved.map_or("", |(_, r)| r));
+                sep.push_unseparated(" AS resolution");
+            }
+            q.push(
+                ") u ON i.id = u.id SET \
+                 i.peak = IF(u.updated AND u.last_breach_at >= i.last_breach_at, u.peak, i.peak), \
+                 i.last_value = IF(u.updated AND u.last_breach_at >= i.last_breach_at, u.last_value, i.last_value), \
+                 i.last_breach_at = IF(u.updated AND u.last_breach_at >= i.last_breach_at, u.last_breach_at, i.last_breach_at), \
+                 i.resolution = IF(i.resolved_at IS NULL AND u.resolved_at IS NOT NULL, u.resolution, i.resolution), \
+                 i.resolved_at = COALESCE(i.resolved_at, u.resolved_at)",
+            );
+            q.build().execute(&mut *tx).await?;
         }
         Ok(())
     }
