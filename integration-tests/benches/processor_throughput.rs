@@ -19,7 +19,10 @@ async fn main() -> anyhow::Result<()> {
     if std::env::args().any(|a| a == "--list") {
         return Ok(());
     }
-    let events: usize = std::env::var("BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+    let events: usize = std::env::var("BENCH_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
     let machines = 2_000;
     let stream = fleet_stream(machines, events / machines);
     let n = stream.len();
@@ -51,12 +54,25 @@ async fn main() -> anyhow::Result<()> {
     }
     let bare_secs = t.elapsed().as_secs_f64();
     let bare_rate = (n - 1) as f64 / bare_secs;
-    println!("bare consumer: {} events in {bare_secs:.2} s = {bare_rate:.0} events/s", n - 1);
+    println!(
+        "bare consumer: {} events in {bare_secs:.2} s = {bare_rate:.0} events/s",
+        n - 1
+    );
     drop(bare);
 
     let group = format!("bench-{}", db.name);
     let t = Instant::now();
-    let p = spawn_processor(&db.url, &topic, &incidents, &group, &[("PROCESSOR_BATCH_MAX", "2000"), ("PROCESSOR_BATCH_LINGER", "50ms")]).await?;
+    let p = spawn_processor(
+        &db.url,
+        &topic,
+        &incidents,
+        &group,
+        &[
+            ("PROCESSOR_BATCH_MAX", "2000"),
+            ("PROCESSOR_BATCH_LINGER", "50ms"),
+        ],
+    )
+    .await?;
     // Time from the first committed batch, so group join time counts for neither side.
     let mut started: Option<Instant> = None;
     let mut first_committed = 0;
@@ -69,14 +85,24 @@ async fn main() -> anyhow::Result<()> {
         if done as usize >= n {
             break;
         }
-        anyhow::ensure!(t.elapsed() < Duration::from_secs(600), "processor did not finish in 10 minutes ({done} of {n})");
+        anyhow::ensure!(
+            t.elapsed() < Duration::from_secs(600),
+            "processor did not finish in 10 minutes ({done} of {n})"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let secs = started.map(|s| s.elapsed().as_secs_f64()).unwrap_or(f64::NAN);
+    let secs = started
+        .map(|s| s.elapsed().as_secs_f64())
+        .unwrap_or(f64::NAN);
     let rate = (n as i64 - first_committed) as f64 / secs;
     p.stop().await?;
-    let incidents_count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM incidents").fetch_one(&db.pool).await?;
+    let incidents_count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM incidents")
+        .fetch_one(&db.pool)
+        .await?;
     println!("processor: {} events into MySQL in {secs:.2} s = {rate:.0} events/s ({incidents_count} incidents)", n as i64 - first_committed);
-    println!("processor / bare consumer = {:.0}%", 100.0 * rate / bare_rate);
+    println!(
+        "processor / bare consumer = {:.0}%",
+        100.0 * rate / bare_rate
+    );
     Ok(())
 }

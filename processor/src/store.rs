@@ -226,11 +226,25 @@ impl Store {
         self.write_polls(&mut tx, &batch.polls).await?;
         self.write_incidents(&mut tx, &batch.incident_events)
             .await?;
-        if !batch.incident_events.is_empty() {
+        // The outbox carries every opening and resolution, and only the last update
+        // of each incident in the batch (an update carries the full peak/last state,
+        // so earlier ones in the same batch add nothing for a reader).
+        let mut later_update = std::collections::HashSet::new();
+        let mut outbox: Vec<&Envelope> = batch
+            .incident_events
+            .iter()
+            .rev()
+            .filter(|env| match &env.event {
+                Event::IncidentUpdated(u) => later_update.insert(u.incident_id),
+                _ => true,
+            })
+            .collect();
+        outbox.reverse();
+        if !outbox.is_empty() {
             let mut q = QueryBuilder::new(
                 "INSERT INTO incident_outbox (consumer_group, machine, payload) ",
             );
-            q.push_values(&batch.incident_events, |mut b, env| {
+            q.push_values(&outbox, |mut b, env| {
                 b.push_bind(&self.group)
                     .push_bind(&env.machine)
                     .push_bind(String::from_utf8_lossy(&env.encode()).into_owned());
@@ -340,7 +354,11 @@ impl Store {
     /// the batch), one multi-row update (a join on a derived table) for incidents
     /// opened earlier. Events are coalesced per incident first; the fold emits them
     /// in order, so the last one wins.
-    async fn write_incidents(&self, tx: &mut sqlx::MySqlConnection, events: &[Envelope]) -> Result<(), sqlx::Error> {
+    async fn write_incidents(
+        &self,
+        tx: &mut sqlx::MySqlConnection,
+        events: &[Envelope],
+    ) -> Result<(), sqlx::Error> {
         if events.is_empty() {
             return Ok(());
         }
@@ -372,11 +390,15 @@ impl Store {
                     change.last_value = Some(u.last_value);
                     change.last_breach_at = Some(u.last_breach_at);
                 }
-                Event::IncidentResolved(r) => change.resolved = Some((r.resolved_at, r.reason.as_str())),
+                Event::IncidentResolved(r) => {
+                    change.resolved = Some((r.resolved_at, r.reason.as_str()))
+                }
                 _ => {}
             }
         }
-        let (new, existing): (Vec<uuid::Uuid>, Vec<uuid::Uuid>) = order.into_iter().partition(|id| changes[id].opened.is_some());
+        let (new, existing): (Vec<uuid::Uuid>, Vec<uuid::Uuid>) = order
+            .into_iter()
+            .partition(|id| changes[id].opened.is_some());
         if !new.is_empty() {
             let mut q = QueryBuilder::new(
                 "INSERT INTO incidents (id, machine, rule, threshold, for_ms, started_at, opened_at, peak, last_value, last_breach_at, resolved_at, resolution) ",
@@ -406,7 +428,11 @@ impl Store {
             let mut q = QueryBuilder::new("UPDATE incidents i JOIN (");
             for (n, id) in existing.iter().enumerate() {
                 let c = &changes[id];
-                q.push(if n == 0 { "SELECT " } else { " UNION ALL SELECT " });
+                q.push(if n == 0 {
+                    "SELECT "
+                } else {
+                    " UNION ALL SELECT "
+                });
                 let mut sep = q.separated(", ");
                 sep.push_bind(id.to_string());
                 sep.push_unseparated(" AS id");
