@@ -167,6 +167,25 @@ impl RulesTimeline {
     }
 }
 
+/// The `IncidentResolved` event `cause` produces for incident `id`.
+fn resolution(cause: &Envelope, id: Uuid, rule: RuleName, reason: ResolutionReason) -> Envelope {
+    let kind = match reason {
+        ResolutionReason::Cleared => 2,
+        ResolutionReason::MachineRemoved => 3,
+    };
+    Envelope {
+        event_id: incident_event_id(id, kind, cause.event_id),
+        machine: cause.machine.clone(),
+        at: cause.at,
+        event: Event::IncidentResolved(IncidentResolved {
+            incident_id: id,
+            rule,
+            resolved_at: cause.at,
+            reason,
+        }),
+    }
+}
+
 /// How one event counts for one rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Verdict {
@@ -318,17 +337,7 @@ impl Fold {
                 Verdict::Clear => {
                     track.run = None;
                     if let Some(open) = track.open.take() {
-                        out.push(Envelope {
-                            event_id: incident_event_id(open.id, 2, env.event_id),
-                            machine: env.machine.clone(),
-                            at: env.at,
-                            event: Event::IncidentResolved(IncidentResolved {
-                                incident_id: open.id,
-                                rule,
-                                resolved_at: env.at,
-                                reason: ResolutionReason::Cleared,
-                            }),
-                        });
+                        out.push(resolution(env, open.id, rule, ResolutionReason::Cleared));
                     }
                 }
                 Verdict::Breach(value) => {
@@ -408,17 +417,12 @@ impl Fold {
             let track = &mut state.tracks[rule.index()];
             track.run = None;
             if let Some(open) = track.open.take() {
-                out.push(Envelope {
-                    event_id: incident_event_id(open.id, 3, env.event_id),
-                    machine: env.machine.clone(),
-                    at: env.at,
-                    event: Event::IncidentResolved(IncidentResolved {
-                        incident_id: open.id,
-                        rule,
-                        resolved_at: env.at,
-                        reason: ResolutionReason::MachineRemoved,
-                    }),
-                });
+                out.push(resolution(
+                    env,
+                    open.id,
+                    rule,
+                    ResolutionReason::MachineRemoved,
+                ));
             }
         }
     }
