@@ -16,13 +16,51 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
 
-/// Counters of a running ingest.
+/// Metrics of a running ingest.
 #[derive(Debug, Default, Clone)]
 pub struct IngestStats {
-    /// Scheduler counters.
+    /// Scheduler metrics.
     pub scheduler: Arc<SchedulerStats>,
-    /// Publisher counters.
+    /// Publisher metrics.
     pub publisher: Arc<PublisherStats>,
+    /// Where `/metrics` ended up listening (set once bound).
+    pub metrics_addr: Arc<std::sync::OnceLock<std::net::SocketAddr>>,
+}
+
+#[poem::handler]
+fn metrics_endpoint(stats: poem::web::Data<&IngestStats>) -> poem::Response {
+    poem::Response::builder()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(crate::metrics::render(&stats))
+}
+
+#[poem::handler]
+fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Serves `/metrics` and `/healthz` on `addr` until the task is aborted.
+async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    stats: IngestStats,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use poem::EndpointExt;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding INGEST_METRICS_ADDR {addr}"))?;
+    let bound = listener.local_addr()?;
+    let _ = stats.metrics_addr.set(bound);
+    tracing::info!(addr = %bound, "ingest metrics listening");
+    let app = poem::Route::new()
+        .at("/metrics", poem::get(metrics_endpoint))
+        .at("/healthz", poem::get(healthz))
+        .data(stats);
+    let acceptor = poem::listener::TcpAcceptor::from_tokio(listener)?;
+    Ok(tokio::spawn(async move {
+        if let Err(e) = poem::Server::new_with_acceptor(acceptor).run(app).await {
+            tracing::error!(error = %e, "metrics server stopped");
+        }
+    }))
 }
 
 /// Creates the machine-event topic if it does not exist.
@@ -66,13 +104,20 @@ pub async fn run(
     stats: IngestStats,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    let metrics_server = serve_metrics(config.metrics_addr, stats.clone()).await?;
     let topic = config.topic.clone();
     ensure_topic(&config.kafka_brokers, &topic, config.partitions)
         .await
         .context("creating the machine-event topic")?;
     let producer = build_producer(&config.kafka_brokers).context("creating the Kafka producer")?;
     let (tx, rx) = mpsc::channel(10_000);
-    let publisher = tokio::spawn(run_publisher(producer, topic, rx, stats.publisher.clone()));
+    let publisher = tokio::spawn(run_publisher(
+        producer,
+        topic,
+        rx,
+        stats.publisher.clone(),
+        config.buffer_events,
+    ));
     let limits = PollLimits {
         connect_timeout: config.connect_timeout,
         total_timeout: config.poll_timeout,
@@ -107,9 +152,17 @@ pub async fn run(
         }
     }
     tracing::info!("stopping polls and flushing events");
+    metrics_server.abort();
     scheduler.stop_all();
     drop(scheduler);
     drop(tx);
-    publisher.await.context("publisher task")?;
+    // Deliver what is buffered; a broker that stays down does not hold shutdown forever.
+    match tokio::time::timeout(Duration::from_secs(30), publisher).await {
+        Ok(joined) => joined.context("publisher task")?,
+        Err(_) => tracing::error!(
+            unpublished = stats.publisher.buffered.get(),
+            "shutdown: the broker did not take the buffered events within 30s"
+        ),
+    }
     Ok(())
 }

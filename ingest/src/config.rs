@@ -59,6 +59,11 @@ pub struct IngestConfig {
     pub machines_refresh: Duration,
     /// `INGEST_SHARD`: `i/n` (default `0/1`).
     pub shard: Shard,
+    /// `INGEST_BUFFER_EVENTS`: events held while the broker is slow or down, beyond
+    /// librdkafka's own queue of 100,000 (default 200000); the oldest go first.
+    pub buffer_events: usize,
+    /// `INGEST_METRICS_ADDR`: where `/metrics` is served (default `127.0.0.1:9101`).
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 impl IngestConfig {
@@ -92,6 +97,11 @@ impl IngestConfig {
             concurrency,
             machines_refresh: s.duration_or("MACHINES_REFRESH", Duration::from_secs(2))?,
             shard,
+            buffer_events: s.parse_or("INGEST_BUFFER_EVENTS", 200_000usize)?,
+            metrics_addr: s.parse_or(
+                "INGEST_METRICS_ADDR",
+                std::net::SocketAddr::from(([127, 0, 0, 1], 9101)),
+            )?,
         })
     }
 }

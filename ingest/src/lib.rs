@@ -8,10 +8,12 @@
 //! - [`scheduler`]: one task per machine, exactly on the grid.
 //! - [`registry`]: follows the MySQL registry, publishes `Machine*` events.
 //! - [`publisher`]: the bounded channel into an idempotent Kafka producer.
+//! - [`metrics`]: `/metrics` in the Prometheus text format.
 //! - [`app`]: wires them together.
 
 pub mod app;
 pub mod config;
+pub mod metrics;
 pub mod poller;
 pub mod publisher;
 pub mod registry;

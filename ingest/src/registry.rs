@@ -42,9 +42,20 @@ pub async fn load_machines(pool: &MySqlPool) -> Result<Vec<MachineRow>, sqlx::Er
         .collect()
 }
 
+/// A status URL must be absolute http or https with a host.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("not a URL: {e}"))?;
+    match parsed.scheme() {
+        "http" | "https" if parsed.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+        "http" | "https" => Err("no host".to_owned()),
+        other => Err(format!("scheme {other:?} is not http or https")),
+    }
+}
+
 /// Keeps the scheduler in line with the registry.
 pub struct Registry {
     known: HashMap<String, MachineSpec>,
+    rejected: std::collections::HashSet<String>,
     shard: Shard,
     default_interval_ms: u64,
     anchor: Anchor,
@@ -55,6 +66,7 @@ impl Registry {
     pub fn new(shard: Shard, default_interval_ms: u64, anchor: Anchor) -> Self {
         Registry {
             known: HashMap::new(),
+            rejected: Default::default(),
             shard,
             default_interval_ms,
             anchor,
@@ -73,6 +85,14 @@ impl Registry {
         let mut published = 0;
         let mut seen = HashMap::new();
         for row in rows.into_iter().filter(|r| self.shard.owns(&r.name)) {
+            if let Err(why) = check_url(&row.spec.url) {
+                // The API rejects such URLs; a row written around it is not polled.
+                if self.rejected.insert(row.name.clone()) {
+                    tracing::warn!(machine = %row.name, url = %row.spec.url, %why, "machine not polled: bad URL");
+                }
+                continue;
+            }
+            self.rejected.remove(&row.name);
             let event = match self.known.get(&row.name) {
                 None => Some(Event::MachineRegistered(row.spec.clone())),
                 Some(old) if *old != row.spec => Some(Event::MachineChanged(row.spec.clone())),

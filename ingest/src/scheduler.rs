@@ -11,11 +11,14 @@
 
 use crate::poller::{poll, PollLimits, PollOutcome};
 use crate::schedule::Grid;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use proto_events::{Envelope, Event, MetricSampled, PollFailed, PollTiming};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, Semaphore};
@@ -64,17 +67,43 @@ impl Anchor {
     }
 }
 
-/// Scheduler counters.
-#[derive(Debug, Default)]
+/// Labels of the polls-by-outcome counter.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PollLabels {
+    /// `sampled` or `failed`.
+    pub outcome: String,
+    /// The SPEC §1 reason code; empty for a sample.
+    pub reason: String,
+}
+
+/// Scheduler metrics (Prometheus types; cheap to clone, shared inside).
+#[derive(Debug, Clone)]
 pub struct SchedulerStats {
     /// Polls started.
-    pub polls: AtomicU64,
+    pub polls: Counter,
     /// Polls that failed (any reason).
-    pub failures: AtomicU64,
+    pub failures: Counter,
     /// Grid instants skipped (no permit within one interval, or missed behind a slow poll).
-    pub skipped: AtomicU64,
-    /// Sum of schedule lag (start minus due), in milliseconds.
-    pub lag_ms_total: AtomicU64,
+    pub skipped: Counter,
+    /// Polls by outcome and reason.
+    pub polls_by_outcome: Family<PollLabels, Counter>,
+    /// Poll latency, seconds.
+    pub latency_seconds: Histogram,
+    /// Schedule lag (start minus due), seconds.
+    pub lag_seconds: Histogram,
+}
+
+impl Default for SchedulerStats {
+    fn default() -> Self {
+        SchedulerStats {
+            polls: Counter::default(),
+            failures: Counter::default(),
+            skipped: Counter::default(),
+            polls_by_outcome: Family::default(),
+            latency_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            lag_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+        }
+    }
 }
 
 /// Polls one URL. The HTTP implementation is [`HttpProber`]; tests substitute
@@ -189,7 +218,7 @@ async fn machine_loop(target: Target, ctx: Arc<PollContext>) {
         )
         .await;
         let Ok(Ok(permit)) = permit else {
-            ctx.stats.skipped.fetch_add(1, Ordering::Relaxed);
+            ctx.stats.skipped.inc();
             tracing::warn!(machine = %target.name, "no poll slot within one interval; poll skipped");
             // The next grid instant is now (the wait ended one interval after `due`).
             due = grid.first_at_or_after(ctx.anchor.now_ms());
@@ -197,12 +226,26 @@ async fn machine_loop(target: Target, ctx: Arc<PollContext>) {
         };
         let started_ms = ctx.anchor.now_ms();
         let t0 = Instant::now();
-        ctx.stats.polls.fetch_add(1, Ordering::Relaxed);
+        ctx.stats.polls.inc();
         ctx.stats
-            .lag_ms_total
-            .fetch_add((started_ms - due).max(0) as u64, Ordering::Relaxed);
+            .lag_seconds
+            .observe((started_ms - due).max(0) as f64 / 1000.0);
         let outcome = ctx.prober.poll(&target.url).await;
         drop(permit);
+        ctx.stats
+            .latency_seconds
+            .observe(t0.elapsed().as_secs_f64());
+        let labels = match &outcome {
+            PollOutcome::Sampled(_) => PollLabels {
+                outcome: "sampled".into(),
+                reason: String::new(),
+            },
+            PollOutcome::Failed(reason, _) => PollLabels {
+                outcome: "failed".into(),
+                reason: reason.as_str().into(),
+            },
+        };
+        ctx.stats.polls_by_outcome.get_or_create(&labels).inc();
         let timing = PollTiming {
             interval_ms: target.interval_ms,
             started_at: chrono::DateTime::from_timestamp_millis(started_ms).unwrap_or_default(),
@@ -229,7 +272,7 @@ async fn machine_loop(target: Target, ctx: Arc<PollContext>) {
                 })
             }
             PollOutcome::Failed(reason, detail) => {
-                ctx.stats.failures.fetch_add(1, Ordering::Relaxed);
+                ctx.stats.failures.inc();
                 tracing::debug!(machine = %target.name, reason = reason.as_str(), %detail, "poll failed");
                 Event::PollFailed(PollFailed {
                     timing,
@@ -252,9 +295,7 @@ async fn machine_loop(target: Target, ctx: Arc<PollContext>) {
         if next < now {
             let resume = grid.first_at_or_after(now);
             let missed = (resume - next) / interval;
-            ctx.stats
-                .skipped
-                .fetch_add(missed as u64, Ordering::Relaxed);
+            ctx.stats.skipped.inc_by(missed as u64);
             tracing::warn!(machine = %target.name, missed, "poll overran its interval; grid instants skipped");
             due = resume;
         } else {

@@ -190,10 +190,7 @@ async fn a_slow_machine_never_has_two_polls_in_flight_and_skips_instead_of_queue
         assert_eq!((pair[1] - grid.phase_ms).rem_euclid(1_000), 0);
         assert_eq!(pair[1] - pair[0], 3_000);
     }
-    assert!(
-        stats.skipped.load(Ordering::Relaxed) >= 6,
-        "skipped instants are counted"
-    );
+    assert!(stats.skipped.get() >= 6, "skipped instants are counted");
     // The slow machine did not hold the fast one back.
     assert!(times_of(&events, "fast").len() >= 11);
 }
@@ -246,7 +243,7 @@ async fn a_poll_that_cannot_start_within_one_interval_is_skipped_and_counted() {
         times_of(&drain(&mut rx), "starved").is_empty(),
         "no queued-up burst of polls"
     );
-    assert!(stats.skipped.load(Ordering::Relaxed) >= 3);
+    assert!(stats.skipped.get() >= 3);
 }
 
 fn row(name: &str, url: &str, enabled: bool) -> MachineRow {
@@ -355,4 +352,76 @@ fn shards_split_the_fleet_with_no_machine_twice_and_none_forgotten() {
     assert!(
         Shard::parse("3/3").is_err() && Shard::parse("x").is_err() && Shard::parse("0/0").is_err()
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_machine_with_a_non_http_url_is_not_polled_and_not_announced() {
+    let prober = Arc::new(ScriptedProber::default());
+    let (mut s, mut rx, _stats, anchor) = scheduler(prober, 10);
+    let (reg_tx, mut reg_rx) = mpsc::channel(100);
+    let mut registry = Registry::new(Shard::ALL, 1_000, anchor);
+    registry
+        .sync(
+            vec![
+                row("ftp", "ftp://host/status", true),
+                row("nohost", "http://", true),
+                row("ok", "https://ok/status", true),
+            ],
+            &mut s,
+            &reg_tx,
+        )
+        .await;
+    assert_eq!(kinds(&mut reg_rx), vec![("ok".into(), "MachineRegistered")]);
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let polled = drain(&mut rx);
+    assert!(times_of(&polled, "ftp").is_empty() && times_of(&polled, "nohost").is_empty());
+    assert!(ingest::registry::check_url("file:///etc/passwd").is_err());
+    assert!(ingest::registry::check_url("http://10.0.0.1:8080/status").is_ok());
+}
+
+/// Answers with the uptimes it is given, in order.
+struct UptimeProber(Mutex<Vec<u64>>);
+
+impl Prober for UptimeProber {
+    fn poll<'a>(&'a self, _url: &'a str) -> Pin<Box<dyn Future<Output = PollOutcome> + Send + 'a>> {
+        let uptime = {
+            let mut v = self.0.lock().unwrap();
+            if v.len() > 1 {
+                v.remove(0)
+            } else {
+                v[0]
+            }
+        };
+        Box::pin(async move {
+            PollOutcome::Sampled(StatusSample {
+                cpu: Some(1.0),
+                mem: None,
+                disk: None,
+                uptime_s: Some(uptime),
+                issues: vec![],
+            })
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reboot_is_flagged_when_uptime_goes_down() {
+    let (tx, mut rx) = mpsc::channel(100);
+    let mut s = Scheduler::new(PollContext {
+        prober: Arc::new(UptimeProber(Mutex::new(vec![100, 200, 50, 60]))),
+        events: tx,
+        permits: Arc::new(Semaphore::new(1)),
+        anchor: Anchor::new(T0),
+        stats: Arc::new(SchedulerStats::default()),
+    });
+    s.upsert(target("r", 1_000));
+    tokio::time::sleep(Duration::from_millis(4_100)).await;
+    let flags: Vec<bool> = drain(&mut rx)
+        .iter()
+        .map(|e| match &e.event {
+            Event::MetricSampled(m) => m.rebooted,
+            _ => panic!("unexpected {e:?}"),
+        })
+        .collect();
+    assert_eq!(&flags[..4], &[false, false, true, false]);
 }

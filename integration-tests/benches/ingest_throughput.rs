@@ -11,7 +11,6 @@ use ingest::publisher::{build_producer, run_publisher, PublisherStats};
 use ingest::scheduler::{Anchor, HttpProber, PollContext, Scheduler, SchedulerStats, Target};
 use integration_tests::fleet::{Behaviour, Scenario};
 use integration_tests::services::{create_topic, fresh_topics, kafka_brokers};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -80,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
     let producer = build_producer(&kafka_brokers()?)?;
     let (tx, rx) = tokio::sync::mpsc::channel(10_000);
     let pstats = Arc::new(PublisherStats::default());
-    let publisher = tokio::spawn(run_publisher(producer, topic, rx, pstats.clone()));
+    let publisher = tokio::spawn(run_publisher(producer, topic, rx, pstats.clone(), 200_000));
     let limits = PollLimits {
         connect_timeout: Duration::from_secs(2),
         total_timeout: Duration::from_secs(5),
@@ -108,17 +107,17 @@ async fn main() -> anyhow::Result<()> {
     // Warm up (connections, phases), then measure.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (p0, f0, d0, c0, t0) = (
-        stats.polls.load(Ordering::Relaxed),
-        stats.failures.load(Ordering::Relaxed),
-        pstats.delivered.load(Ordering::Relaxed),
+        stats.polls.get(),
+        stats.failures.get(),
+        pstats.delivered.get(),
         cpu_seconds(),
         Instant::now(),
     );
     tokio::time::sleep(Duration::from_secs(seconds)).await;
     let (p1, f1, d1, c1, secs) = (
-        stats.polls.load(Ordering::Relaxed),
-        stats.failures.load(Ordering::Relaxed),
-        pstats.delivered.load(Ordering::Relaxed),
+        stats.polls.get(),
+        stats.failures.get(),
+        pstats.delivered.get(),
         cpu_seconds(),
         t0.elapsed().as_secs_f64(),
     );
@@ -129,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
         (d1 - d0) as f64 / secs,
         f1 - f0,
         (c1 - c0) / polls * 10_000.0,
-        stats.skipped.load(Ordering::Relaxed)
+        stats.skipped.get()
     );
     scheduler.stop_all();
     drop(scheduler);

@@ -54,21 +54,35 @@ fn settings(db_url: &str, extra: &[(&str, &str)]) -> anyhow::Result<Settings> {
     Ok(Settings::from_map(map))
 }
 
-/// Starts ingest on `topic`, polling every `interval`.
+/// Starts ingest on `topic` (metrics on a free port).
 pub async fn spawn_ingest(
     db_url: &str,
     topic: &str,
     extra: &[(&str, &str)],
 ) -> anyhow::Result<Spawned> {
-    let mut config = ingest::config::IngestConfig::from_settings(&settings(db_url, extra)?)?;
+    Ok(spawn_ingest_with_stats(db_url, topic, extra).await?.0)
+}
+
+/// Starts ingest and returns its metrics too.
+pub async fn spawn_ingest_with_stats(
+    db_url: &str,
+    topic: &str,
+    extra: &[(&str, &str)],
+) -> anyhow::Result<(Spawned, ingest::app::IngestStats)> {
+    let mut pairs = vec![("INGEST_METRICS_ADDR", "127.0.0.1:0")];
+    pairs.extend_from_slice(extra);
+    let mut config = ingest::config::IngestConfig::from_settings(&settings(db_url, &pairs)?)?;
     config.topic = topic.to_owned();
     let pool = sqlx::MySqlPool::connect(db_url).await?;
-    Ok(Spawned::start(move |stop| async move {
-        ingest::app::run(config, pool, Default::default(), async {
+    let stats = ingest::app::IngestStats::default();
+    let run_stats = stats.clone();
+    let spawned = Spawned::start(move |stop| async move {
+        ingest::app::run(config, pool, run_stats, async {
             let _ = stop.await;
         })
         .await
-    }))
+    });
+    Ok((spawned, stats))
 }
 
 /// Starts a processor instance in consumer group `group`.
