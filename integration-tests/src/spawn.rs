@@ -139,34 +139,135 @@ pub struct Api {
     pub service: Spawned,
     /// `http://127.0.0.1:PORT`.
     pub base_url: String,
-    /// A plain HTTP client.
+    /// A plain HTTP client (no cookie store: sessions are passed explicitly).
     pub client: reqwest::Client,
+    /// The database it serves.
+    pub pool: sqlx::MySqlPool,
 }
 
+/// A logged-in session: the cookie to send and the CSRF token.
+#[derive(Debug, Clone)]
+pub struct Session {
+    /// `monitor_session=…`.
+    pub cookie: String,
+    /// For `X-CSRF-Token`.
+    pub csrf: String,
+    /// The raw `Set-Cookie` header of the login.
+    pub set_cookie: String,
+}
+
+/// An HTTP answer: status and JSON body (or the body as a JSON string).
+pub type Answer = (u16, serde_json::Value);
+
 impl Api {
-    /// `GET {base}{path}` as JSON.
-    pub async fn get_json(&self, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
-        let r = self
-            .client
-            .get(format!("{}{path}", self.base_url))
-            .send()
-            .await?;
+    async fn answer(r: reqwest::Response) -> anyhow::Result<Answer> {
         let status = r.status().as_u16();
         let body = r.bytes().await?;
         let json = serde_json::from_slice(&body)
             .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&body).into()));
         Ok((status, json))
     }
+
+    /// `GET {base}{path}` without credentials.
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<Answer> {
+        Self::answer(
+            self.client
+                .get(format!("{}{path}", self.base_url))
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// `GET` with a session.
+    pub async fn get_as(&self, s: &Session, path: &str) -> anyhow::Result<Answer> {
+        Self::answer(
+            self.client
+                .get(format!("{}{path}", self.base_url))
+                .header("cookie", &s.cookie)
+                .send()
+                .await?,
+        )
+        .await
+    }
+
+    /// A state-changing request with a session; `csrf` false leaves the token out.
+    pub async fn send_as(
+        &self,
+        s: &Session,
+        method: reqwest::Method,
+        path: &str,
+        body: serde_json::Value,
+        csrf: bool,
+    ) -> anyhow::Result<Answer> {
+        let mut req = self
+            .client
+            .request(method, format!("{}{path}", self.base_url))
+            .header("cookie", &s.cookie)
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        if csrf {
+            req = req.header("x-csrf-token", &s.csrf);
+        }
+        Self::answer(req.send().await?).await
+    }
+
+    /// `POST /api/session`; the answer and, on success, the session.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+    ) -> anyhow::Result<(Answer, Option<Session>)> {
+        let r = self
+            .client
+            .post(format!("{}/api/session", self.base_url))
+            .header("content-type", "application/json")
+            .body(serde_json::json!({"username": username, "password": password}).to_string())
+            .send()
+            .await?;
+        let set_cookie = r
+            .headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let answer = Self::answer(r).await?;
+        let session = (answer.0 == 200).then(|| Session {
+            cookie: set_cookie.split(';').next().unwrap_or_default().to_owned(),
+            csrf: answer.1["csrf_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            set_cookie: set_cookie.clone(),
+        });
+        Ok((answer, session))
+    }
+
+    /// Creates a user and logs in as them.
+    pub async fn user_session(
+        &self,
+        username: &str,
+        role: query_api::auth::Role,
+    ) -> anyhow::Result<Session> {
+        let password = format!("{username}-correct-horse-battery");
+        query_api::auth::create_user(&self.pool, username, &password, role).await?;
+        let (answer, session) = self.login(username, &password).await?;
+        session.ok_or_else(|| anyhow::anyhow!("login as {username} failed: {answer:?}"))
+    }
 }
 
 /// Starts query-api on a free port.
 pub async fn spawn_api(db_url: &str) -> anyhow::Result<Api> {
-    let config = query_api::config::ApiConfig::from_settings(&settings(
-        db_url,
-        &[("API_LISTEN_ADDR", "127.0.0.1:0")],
-    )?)?;
+    spawn_api_with(db_url, &[]).await
+}
+
+/// Starts query-api on a free port with extra settings.
+pub async fn spawn_api_with(db_url: &str, extra: &[(&str, &str)]) -> anyhow::Result<Api> {
+    let mut pairs = vec![("API_LISTEN_ADDR", "127.0.0.1:0")];
+    pairs.extend_from_slice(extra);
+    let config = query_api::config::ApiConfig::from_settings(&settings(db_url, &pairs)?)?;
     let pool = sqlx::MySqlPool::connect(db_url).await?;
-    let app = query_api::app::Application::build(&config, pool).await?;
+    let app = query_api::app::Application::build(&config, pool.clone()).await?;
     let base_url = format!("http://{}", app.addr());
     let service = Spawned::start(move |stop| async move {
         app.run(async {
@@ -179,5 +280,6 @@ pub async fn spawn_api(db_url: &str) -> anyhow::Result<Api> {
         service,
         base_url,
         client: reqwest::Client::new(),
+        pool,
     })
 }

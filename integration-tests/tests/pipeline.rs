@@ -42,6 +42,9 @@ async fn a_hot_machine_becomes_an_incident_in_the_api() -> anyhow::Result<()> {
     }
 
     let api = spawn_api(&db.url).await?;
+    let viewer = api
+        .user_session("oncall", query_api::auth::Role::Viewer)
+        .await?;
     let processor = spawn_processor(
         &db.url,
         &topic,
@@ -56,7 +59,7 @@ async fn a_hot_machine_becomes_an_incident_in_the_api() -> anyhow::Result<()> {
         Duration::from_secs(60),
         "a cpu incident for hot-1 in the API",
         || async {
-            let (status, body) = api.get_json("/api/incidents?status=open").await?;
+            let (status, body) = api.get_as(&viewer, "/api/incidents?status=open").await?;
             anyhow::ensure!(
                 status == 200,
                 "GET /api/incidents answered {status}: {body}"
@@ -92,22 +95,22 @@ async fn a_hot_machine_becomes_an_incident_in_the_api() -> anyhow::Result<()> {
 
     // The single incident is also reachable by id, and an unknown id is a JSON 404.
     let (status, one) = api
-        .get_json(&format!(
-            "/api/incidents/{}",
-            i["id"].as_str().unwrap_or_default()
-        ))
+        .get_as(
+            &viewer,
+            &format!("/api/incidents/{}", i["id"].as_str().unwrap_or_default()),
+        )
         .await?;
     assert_eq!(
         (status, &one["machine"]),
         (200, &serde_json::json!("hot-1"))
     );
-    let (status, missing) = api.get_json("/api/incidents/nope").await?;
+    let (status, missing) = api.get_as(&viewer, "/api/incidents/nope").await?;
     assert_eq!(status, 404);
     assert_eq!(missing["error"], "not_found");
 
     // Later polls of hot-1 keep updating the same incident: still exactly one.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let (_, body) = api.get_json("/api/incidents?machine=hot-1").await?;
+    let (_, body) = api.get_as(&viewer, "/api/incidents?machine=hot-1").await?;
     assert_eq!(
         body["incidents"].as_array().map(Vec::len),
         Some(1),
@@ -144,9 +147,12 @@ async fn the_openapi_document_describes_the_incident_endpoints() -> anyhow::Resu
         spec["paths"]["/incidents/{id}"]["get"]["responses"]["404"].is_object(),
         "{spec}"
     );
-    let (status, body) = api.get_json("/api/incidents?status=bogus").await?;
+    let viewer = api
+        .user_session("reader", query_api::auth::Role::Viewer)
+        .await?;
+    let (status, body) = api.get_as(&viewer, "/api/incidents?status=bogus").await?;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = api.get_json("/api/incidents?rule=gpu").await?;
+    let (status, body) = api.get_as(&viewer, "/api/incidents?rule=gpu").await?;
     assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")));
     api.service.stop().await?;
     Ok(())

@@ -1,8 +1,11 @@
 //! Builds the HTTP application and binds its listener, so tests start the same
 //! application on port 0.
 
+use crate::auth::LoginLimiter;
 use crate::config::ApiConfig;
 use crate::incidents::IncidentsApi;
+use crate::machines::MachinesApi;
+use crate::session::{authenticate, SessionApi};
 use poem::listener::TcpAcceptor;
 use poem::{
     get, handler, http::StatusCode, web::Data, EndpointExt, IntoResponse, Response, Route, Server,
@@ -14,9 +17,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The OpenAPI service (also used to print the spec).
-pub fn api_service(pool: MySqlPool) -> OpenApiService<IncidentsApi, ()> {
+pub fn api_service(
+    pool: MySqlPool,
+    session: SessionApi,
+) -> OpenApiService<(IncidentsApi, MachinesApi, SessionApi), ()> {
     OpenApiService::new(
-        IncidentsApi { pool },
+        (
+            IncidentsApi { pool: pool.clone() },
+            MachinesApi { pool },
+            session,
+        ),
         "Resource Monitor API",
         env!("CARGO_PKG_VERSION"),
     )
@@ -40,9 +50,14 @@ async fn readyz(pool: Data<&MySqlPool>) -> Response {
     }
 }
 
-/// All routes.
-pub fn routes(pool: MySqlPool) -> impl poem::Endpoint {
-    let api = api_service(pool.clone());
+/// All routes, behind the authentication middleware.
+pub fn routes(pool: MySqlPool, config: &ApiConfig) -> impl poem::Endpoint {
+    let session = SessionApi {
+        pool: pool.clone(),
+        policy: config.session,
+        limiter: LoginLimiter::new(config.login_max_attempts, config.login_window),
+    };
+    let api = api_service(pool.clone(), session.clone());
     let spec = api.spec_endpoint();
     Route::new()
         .at("/api/openapi.json", spec)
@@ -50,6 +65,7 @@ pub fn routes(pool: MySqlPool) -> impl poem::Endpoint {
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))
         .data(pool)
+        .around(move |ep, req| authenticate(ep, req, session.clone()))
 }
 
 /// A bound, not yet running, query-api.
@@ -57,6 +73,7 @@ pub struct Application {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
     pool: MySqlPool,
+    config: ApiConfig,
 }
 
 impl Application {
@@ -68,6 +85,7 @@ impl Application {
             listener,
             addr,
             pool,
+            config: config.clone(),
         })
     }
 
@@ -83,7 +101,11 @@ impl Application {
     ) -> std::io::Result<()> {
         let acceptor = TcpAcceptor::from_tokio(self.listener)?;
         Server::new_with_acceptor(acceptor)
-            .run_with_graceful_shutdown(routes(self.pool), shutdown, Some(Duration::from_secs(5)))
+            .run_with_graceful_shutdown(
+                routes(self.pool, &self.config),
+                shutdown,
+                Some(Duration::from_secs(5)),
+            )
             .await
     }
 }

@@ -10,6 +10,12 @@ pub struct ApiConfig {
     pub database_url: String,
     /// `API_LISTEN_ADDR`: where to listen (default `127.0.0.1:8000`; port 0 picks one).
     pub listen_addr: SocketAddr,
+    /// `SESSION_ABSOLUTE` (12h), `SESSION_IDLE` (1h), `SESSION_COOKIE_SECURE` (false).
+    pub session: crate::auth::SessionPolicy,
+    /// `LOGIN_MAX_ATTEMPTS` per user and per address within `LOGIN_WINDOW` (10 in 5m).
+    pub login_max_attempts: usize,
+    /// See `login_max_attempts`.
+    pub login_window: std::time::Duration,
 }
 
 impl ApiConfig {
@@ -18,6 +24,16 @@ impl ApiConfig {
         Ok(ApiConfig {
             database_url: s.required("DATABASE_URL")?,
             listen_addr: s.parse_or("API_LISTEN_ADDR", SocketAddr::from(([127, 0, 0, 1], 8000)))?,
+            session: crate::auth::SessionPolicy {
+                absolute: s.duration_or(
+                    "SESSION_ABSOLUTE",
+                    std::time::Duration::from_secs(12 * 3600),
+                )?,
+                idle: s.duration_or("SESSION_IDLE", std::time::Duration::from_secs(3600))?,
+                secure_cookie: s.parse_or("SESSION_COOKIE_SECURE", false)?,
+            },
+            login_max_attempts: s.parse_or("LOGIN_MAX_ATTEMPTS", 10usize)?,
+            login_window: s.duration_or("LOGIN_WINDOW", std::time::Duration::from_secs(300))?,
         })
     }
 }

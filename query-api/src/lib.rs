@@ -1,14 +1,20 @@
-//! query-api: the read side. Serves the incident projection through an OpenAPI
-//! service (poem-openapi) and the health endpoints. It reads MySQL projections
+//! query-api: the read side. Serves the projections through an OpenAPI service
+//! (poem-openapi) behind our own session middleware, and the health endpoints. It reads MySQL projections
 //! only; it never consumes Kafka.
 //!
 //! Modules:
 //! - [`config`]: settings from the environment.
 //! - [`incidents`]: `/api/incidents`.
+//! - [`machines`]: `/api/machines`.
+//! - [`auth`]: passwords, sessions, tokens, roles, login rate limit.
+//! - [`session`]: `/api/session` and the authentication middleware.
 //! - [`error`]: the JSON error body.
 //! - [`app`]: builds the routes and binds the listener ([`app::Application`]).
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod incidents;
+pub mod machines;
+pub mod session;
