@@ -6,6 +6,7 @@ use crate::config::ApiConfig;
 use crate::incidents::IncidentsApi;
 use crate::machines::MachinesApi;
 use crate::session::{authenticate, SessionApi};
+use crate::tokens::TokensApi;
 use poem::listener::TcpAcceptor;
 use poem::{
     get, handler, http::StatusCode, web::Data, EndpointExt, IntoResponse, Response, Route, Server,
@@ -20,12 +21,13 @@ use std::time::Duration;
 pub fn api_service(
     pool: MySqlPool,
     session: SessionApi,
-) -> OpenApiService<(IncidentsApi, MachinesApi, SessionApi), ()> {
+) -> OpenApiService<(IncidentsApi, MachinesApi, SessionApi, TokensApi), ()> {
     OpenApiService::new(
         (
             IncidentsApi { pool: pool.clone() },
-            MachinesApi { pool },
+            MachinesApi { pool: pool.clone() },
             session,
+            TokensApi { pool },
         ),
         "Resource Monitor API",
         env!("CARGO_PKG_VERSION"),

@@ -76,6 +76,11 @@ fn random_hex(bytes: usize) -> String {
     hex(&buf)
 }
 
+/// A new random 256-bit secret, hex (session ids, CSRF and API tokens).
+pub fn new_secret() -> String {
+    random_hex(32)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -8,6 +8,7 @@
 //! - [`machines`]: `/api/machines`.
 //! - [`auth`]: passwords, sessions, tokens, roles, login rate limit.
 //! - [`session`]: `/api/session` and the authentication middleware.
+//! - [`tokens`]: `/api/tokens`.
 //! - [`error`]: the JSON error body.
 //! - [`app`]: builds the routes and binds the listener ([`app::Application`]).
 
@@ -18,3 +19,4 @@ pub mod error;
 pub mod incidents;
 pub mod machines;
 pub mod session;
+pub mod tokens;

@@ -5,6 +5,7 @@ use crate::error::ErrorBody;
 use crate::session::require_admin;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use poem::Request;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use sqlx::{MySqlPool, Row};
@@ -63,6 +64,124 @@ pub struct Machine {
 pub struct MachineList {
     /// By name.
     pub machines: Vec<Machine>,
+}
+
+/// Changes to a machine; absent fields stay as they are.
+#[derive(Debug, Object)]
+pub struct MachinePatch {
+    /// New status URL, http or https.
+    pub url: Option<String>,
+    /// Poll or stop polling (disabling resolves its open incidents).
+    pub enabled: Option<bool>,
+    /// New own interval in milliseconds; 0 returns to the configured default.
+    pub interval_ms: Option<u64>,
+    /// Replaces the labels.
+    pub labels: Option<BTreeMap<String, String>>,
+}
+
+/// One poll in a machine's history.
+#[derive(Debug, Object)]
+pub struct Sample {
+    /// When the poll was due.
+    pub observed_at: DateTime<Utc>,
+    /// CPU percent.
+    pub cpu: Option<f64>,
+    /// Memory percent.
+    pub mem: Option<f64>,
+    /// Disk percent.
+    pub disk: Option<f64>,
+    /// Uptime, seconds.
+    pub uptime_s: Option<i64>,
+    /// Reason code when the poll failed.
+    pub failure_reason: Option<String>,
+}
+
+/// A machine's samples in a time range, oldest first.
+#[derive(Debug, Object)]
+pub struct SampleList {
+    /// The machine.
+    pub machine: String,
+    /// At most 5,000, oldest first.
+    pub samples: Vec<Sample>,
+}
+
+#[derive(ApiResponse)]
+enum OneResponse {
+    /// The machine.
+    #[oai(status = 200)]
+    Ok(Json<Machine>),
+    /// The request is invalid.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// Only admins change machines.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// No machine has this id.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The database is unavailable.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+#[derive(ApiResponse)]
+enum DeleteResponse {
+    /// Removed; ingest stops polling it and its open incidents resolve.
+    #[oai(status = 204)]
+    Deleted,
+    /// Only admins remove machines.
+    #[oai(status = 403)]
+    Forbidden(Json<ErrorBody>),
+    /// No machine has this id.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The database is unavailable.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+#[derive(ApiResponse)]
+enum SamplesResponse {
+    /// The samples.
+    #[oai(status = 200)]
+    Ok(Json<SampleList>),
+    /// The range is invalid.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// No machine has this id.
+    #[oai(status = 404)]
+    NotFound(Json<ErrorBody>),
+    /// The database is unavailable.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
+fn unavailable() -> ErrorBody {
+    ErrorBody::new("unavailable", "the database is unavailable")
+}
+
+fn not_found(id: i64) -> ErrorBody {
+    ErrorBody::new("not_found", format!("no machine with id {id}"))
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    let uri = poem::http::Uri::try_from(url).map_err(|e| format!("invalid url {url:?}: {e}"))?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(h)) if !h.is_empty() => Ok(()),
+        (Some(s), _) if s != "http" && s != "https" => {
+            Err(format!("url scheme {s:?} is not http or https"))
+        }
+        _ => Err(format!("url {url:?} must be an absolute http or https URL")),
+    }
+}
+
+fn check_interval(i: Option<u64>) -> Result<(), String> {
+    match i {
+        Some(i) if !(100..=86_400_000).contains(&i) => {
+            Err("interval_ms must be from 100 to 86400000".to_owned())
+        }
+        _ => Ok(()),
+    }
 }
 
 #[derive(ApiResponse)]
@@ -229,5 +348,159 @@ impl MachinesApi {
                 )))
             }
         }
+    }
+
+    async fn fetch(&self, id: i64) -> Result<Option<Machine>, sqlx::Error> {
+        match sqlx::query(&format!("{SELECT} WHERE m.id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            Some(r) => Ok(Some(row_to_machine(&r)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// One machine with its latest metrics and status.
+    #[oai(path = "/machines/:id", method = "get", operation_id = "get_machine")]
+    async fn get(&self, id: Path<i64>) -> OneResponse {
+        match self.fetch(id.0).await {
+            Ok(Some(m)) => OneResponse::Ok(Json(m)),
+            Ok(None) => OneResponse::NotFound(Json(not_found(id.0))),
+            Err(_) => OneResponse::Unavailable(Json(unavailable())),
+        }
+    }
+
+    /// Change a machine's URL, interval, labels or enabled flag (admin). Its name,
+    /// the key of its history, never changes.
+    #[oai(
+        path = "/machines/:id",
+        method = "patch",
+        operation_id = "update_machine"
+    )]
+    async fn update(&self, req: &Request, id: Path<i64>, body: Json<MachinePatch>) -> OneResponse {
+        if let Err(e) = require_admin(req) {
+            return OneResponse::Forbidden(Json(e));
+        }
+        if let Some(url) = &body.url {
+            if let Err(why) = check_url(url) {
+                return OneResponse::BadRequest(Json(ErrorBody::new("bad_request", why)));
+            }
+        }
+        if let Err(why) = check_interval(body.interval_ms.filter(|i| *i != 0)) {
+            return OneResponse::BadRequest(Json(ErrorBody::new("bad_request", why)));
+        }
+        let labels = body
+            .labels
+            .as_ref()
+            .map(|l| serde_json::to_string(l).unwrap_or_else(|_| "{}".to_owned()));
+        let done = sqlx::query(
+            "UPDATE machines SET url = COALESCE(?, url), enabled = COALESCE(?, enabled), \
+             interval_ms = IF(? IS NULL, interval_ms, NULLIF(?, 0)), labels = COALESCE(?, labels), updated_at = ? WHERE id = ?",
+        )
+        .bind(&body.url)
+        .bind(body.enabled)
+        .bind(body.interval_ms.map(|v| v as i64))
+        .bind(body.interval_ms.map(|v| v as i64))
+        .bind(labels)
+        .bind(Utc::now().naive_utc())
+        .bind(id.0)
+        .execute(&self.pool)
+        .await;
+        if done.is_err() {
+            return OneResponse::Unavailable(Json(unavailable()));
+        }
+        match self.fetch(id.0).await {
+            Ok(Some(m)) => OneResponse::Ok(Json(m)),
+            Ok(None) => OneResponse::NotFound(Json(not_found(id.0))),
+            Err(_) => OneResponse::Unavailable(Json(unavailable())),
+        }
+    }
+
+    /// Remove a machine (admin). Its history stays; ingest announces the removal
+    /// and its open incidents resolve as `machine_removed`.
+    #[oai(
+        path = "/machines/:id",
+        method = "delete",
+        operation_id = "delete_machine"
+    )]
+    async fn delete(&self, req: &Request, id: Path<i64>) -> DeleteResponse {
+        if let Err(e) = require_admin(req) {
+            return DeleteResponse::Forbidden(Json(e));
+        }
+        match sqlx::query("DELETE FROM machines WHERE id = ?")
+            .bind(id.0)
+            .execute(&self.pool)
+            .await
+        {
+            Ok(d) if d.rows_affected() == 1 => DeleteResponse::Deleted,
+            Ok(_) => DeleteResponse::NotFound(Json(not_found(id.0))),
+            Err(_) => DeleteResponse::Unavailable(Json(unavailable())),
+        }
+    }
+
+    /// A machine's samples between `from` and `to` (default: the last 24 hours),
+    /// oldest first, at most 5,000 (for charts).
+    #[oai(
+        path = "/machines/:id/samples",
+        method = "get",
+        operation_id = "machine_samples"
+    )]
+    async fn samples(
+        &self,
+        id: Path<i64>,
+        from: Query<Option<DateTime<Utc>>>,
+        to: Query<Option<DateTime<Utc>>>,
+    ) -> SamplesResponse {
+        let to = to.0.unwrap_or_else(Utc::now);
+        let from = from.0.unwrap_or(to - chrono::Duration::hours(24));
+        if from > to {
+            return SamplesResponse::BadRequest(Json(ErrorBody::new(
+                "bad_request",
+                "from is after to",
+            )));
+        }
+        let name: Option<String> =
+            match sqlx::query_scalar("SELECT name FROM machines WHERE id = ?")
+                .bind(id.0)
+                .fetch_optional(&self.pool)
+                .await
+            {
+                Ok(n) => n,
+                Err(_) => return SamplesResponse::Unavailable(Json(unavailable())),
+            };
+        let Some(name) = name else {
+            return SamplesResponse::NotFound(Json(not_found(id.0)));
+        };
+        let rows = sqlx::query(
+            "SELECT observed_at, cpu, mem, disk, uptime_s, failure_reason FROM samples \
+             WHERE machine = ? AND observed_at >= ? AND observed_at <= ? ORDER BY observed_at DESC LIMIT 5000",
+        )
+        .bind(&name)
+        .bind(from.naive_utc())
+        .bind(to.naive_utc())
+        .fetch_all(&self.pool)
+        .await;
+        let Ok(rows) = rows else {
+            return SamplesResponse::Unavailable(Json(unavailable()));
+        };
+        let mut samples: Vec<Sample> = rows
+            .iter()
+            .filter_map(|r| {
+                Some(Sample {
+                    observed_at: r.try_get::<NaiveDateTime, _>("observed_at").ok()?.and_utc(),
+                    cpu: r.try_get("cpu").ok()?,
+                    mem: r.try_get("mem").ok()?,
+                    disk: r.try_get("disk").ok()?,
+                    uptime_s: r.try_get("uptime_s").ok()?,
+                    failure_reason: r.try_get("failure_reason").ok()?,
+                })
+            })
+            .collect();
+        samples.reverse();
+        SamplesResponse::Ok(Json(SampleList {
+            machine: name,
+            samples,
+        }))
     }
 }
