@@ -396,6 +396,15 @@ impl Store {
                 _ => {}
             }
         }
+        // The change feed the API long-polls: one row per incident touched.
+        let mut feed = QueryBuilder::new("INSERT INTO incident_changes (incident_id, changed_at) ");
+        let now = Utc::now().naive_utc();
+        feed.push_values(&order, |mut b, id| {
+            b.push_bind(id.to_string()).push_bind(now);
+        });
+        if !order.is_empty() {
+            feed.build().execute(&mut *tx).await?;
+        }
         let (new, existing): (Vec<uuid::Uuid>, Vec<uuid::Uuid>) = order
             .into_iter()
             .partition(|id| changes[id].opened.is_some());

@@ -2,6 +2,7 @@
 //! application on port 0.
 
 use crate::auth::LoginLimiter;
+use crate::changes::ChangeWatcher;
 use crate::config::ApiConfig;
 use crate::incidents::IncidentsApi;
 use crate::machines::MachinesApi;
@@ -17,14 +18,17 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+/// The OpenAPI service: every `#[OpenApi]` impl, one per tag.
+pub type Api = OpenApiService<(IncidentsApi, MachinesApi, SessionApi, TokensApi), ()>;
+
 /// The OpenAPI service (also used to print the spec).
-pub fn api_service(
-    pool: MySqlPool,
-    session: SessionApi,
-) -> OpenApiService<(IncidentsApi, MachinesApi, SessionApi, TokensApi), ()> {
+pub fn api_service(pool: MySqlPool, session: SessionApi, watcher: ChangeWatcher) -> Api {
     OpenApiService::new(
         (
-            IncidentsApi { pool: pool.clone() },
+            IncidentsApi {
+                pool: pool.clone(),
+                watcher,
+            },
             MachinesApi { pool: pool.clone() },
             session,
             TokensApi { pool },
@@ -53,13 +57,13 @@ async fn readyz(pool: Data<&MySqlPool>) -> Response {
 }
 
 /// All routes, behind the authentication middleware.
-pub fn routes(pool: MySqlPool, config: &ApiConfig) -> impl poem::Endpoint {
+pub fn routes(pool: MySqlPool, config: &ApiConfig, watcher: ChangeWatcher) -> impl poem::Endpoint {
     let session = SessionApi {
         pool: pool.clone(),
         policy: config.session,
         limiter: LoginLimiter::new(config.login_max_attempts, config.login_window),
     };
-    let api = api_service(pool.clone(), session.clone());
+    let api = api_service(pool.clone(), session.clone(), watcher);
     let spec = api.spec_endpoint();
     Route::new()
         .at("/api/openapi.json", spec)
@@ -96,15 +100,21 @@ impl Application {
         self.addr
     }
 
-    /// Serves until `shutdown` resolves.
+    /// Serves until `shutdown` resolves; waiting long-polls return at once then.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let acceptor = TcpAcceptor::from_tokio(self.listener)?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let watcher = ChangeWatcher::start(self.pool.clone(), self.config.max_waiters, stop_rx);
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        };
         Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(
-                routes(self.pool, &self.config),
+                routes(self.pool, &self.config, watcher),
                 shutdown,
                 Some(Duration::from_secs(5)),
             )

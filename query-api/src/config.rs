@@ -16,6 +16,8 @@ pub struct ApiConfig {
     pub login_max_attempts: usize,
     /// See `login_max_attempts`.
     pub login_window: std::time::Duration,
+    /// `LONGPOLL_MAX_WAITERS`: long-polls waiting at once, at most (default 10000).
+    pub max_waiters: usize,
 }
 
 impl ApiConfig {
@@ -34,6 +36,7 @@ impl ApiConfig {
             },
             login_max_attempts: s.parse_or("LOGIN_MAX_ATTEMPTS", 10usize)?,
             login_window: s.duration_or("LOGIN_WINDOW", std::time::Duration::from_secs(300))?,
+            max_waiters: s.parse_or("LONGPOLL_MAX_WAITERS", 10_000usize)?,
         })
     }
 }

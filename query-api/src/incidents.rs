@@ -91,10 +91,71 @@ enum GetResponse {
     Unavailable(Json<ErrorBody>),
 }
 
+/// Incident changes after a cursor.
+#[derive(Debug, Object)]
+pub struct IncidentChanges {
+    /// Resume from here (`after=`); unchanged when nothing changed.
+    pub cursor: String,
+    /// The changed incidents in their current state, each once.
+    pub incidents: Vec<Incident>,
+}
+
+#[derive(ApiResponse)]
+enum ChangesResponse {
+    /// Changes after the cursor (possibly none, after the timeout).
+    #[oai(status = 200)]
+    Ok(Json<IncidentChanges>),
+    /// The cursor is not one this API gave out.
+    #[oai(status = 400)]
+    BadRequest(Json<ErrorBody>),
+    /// The database is unavailable, or too many clients are waiting.
+    #[oai(status = 503)]
+    Unavailable(Json<ErrorBody>),
+}
+
 /// The incidents endpoints.
 pub struct IncidentsApi {
     /// The projection database.
     pub pool: MySqlPool,
+    /// Wakes long-polls when the change feed moves.
+    pub watcher: crate::changes::ChangeWatcher,
+}
+
+impl IncidentsApi {
+    /// Changes after `after`: `(cursor, incidents)`.
+    async fn changes_after(&self, after: i64) -> Result<(i64, Vec<Incident>), sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT seq, incident_id FROM incident_changes WHERE seq > ? ORDER BY seq LIMIT 1000",
+        )
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?;
+        let Some(last) = rows.last() else {
+            return Ok((after, vec![]));
+        };
+        let cursor: i64 = last.try_get("seq")?;
+        let mut ids: Vec<String> = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let id: String = r.try_get("incident_id")?;
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        let mut q = QueryBuilder::new(format!("SELECT {COLUMNS} FROM incidents WHERE id IN ("));
+        let mut sep = q.separated(", ");
+        for id in &ids {
+            sep.push_bind(id);
+        }
+        q.push(") ORDER BY (resolved_at IS NULL) DESC, opened_at DESC, id");
+        let incidents = q
+            .build()
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(row_to_incident)
+            .collect::<Result<_, _>>()?;
+        Ok((cursor, incidents))
+    }
 }
 
 const COLUMNS: &str = "id, machine, rule, threshold, for_ms, started_at, opened_at, peak, last_value, last_breach_at, resolved_at, resolution";
@@ -193,6 +254,82 @@ impl IncidentsApi {
                     "the database is unavailable",
                 )))
             }
+        }
+    }
+
+    /// Long-poll for incident changes: answers at once with every change after
+    /// `after`, else waits up to `timeout_s` seconds (at most 60, default 30) and
+    /// answers with no changes and the same cursor. Without `after`, answers at
+    /// once with the current cursor. A client that resumes with its last cursor
+    /// misses nothing.
+    #[oai(
+        path = "/incidents/changes",
+        method = "get",
+        operation_id = "incident_changes"
+    )]
+    async fn changes(
+        &self,
+        /// The cursor of the previous answer.
+        after: Query<Option<String>>,
+        /// Longest wait, seconds (0..=60, default 30).
+        #[oai(validator(maximum(value = "60")))]
+        timeout_s: Query<Option<u32>>,
+    ) -> ChangesResponse {
+        let unavailable = || {
+            ChangesResponse::Unavailable(Json(ErrorBody::new(
+                "unavailable",
+                "the database is unavailable",
+            )))
+        };
+        let after = match after.0.as_deref() {
+            None => {
+                return match sqlx::query_scalar::<_, Option<i64>>(
+                    "SELECT MAX(seq) FROM incident_changes",
+                )
+                .fetch_one(&self.pool)
+                .await
+                {
+                    Ok(head) => ChangesResponse::Ok(Json(IncidentChanges {
+                        cursor: head.unwrap_or(0).to_string(),
+                        incidents: vec![],
+                    })),
+                    Err(_) => unavailable(),
+                };
+            }
+            Some(c) => match c.parse::<i64>() {
+                Ok(v) if v >= 0 => v,
+                _ => {
+                    return ChangesResponse::BadRequest(Json(ErrorBody::new(
+                        "bad_request",
+                        format!("invalid cursor {c:?}"),
+                    )))
+                }
+            },
+        };
+        match self.changes_after(after).await {
+            Ok((cursor, incidents)) if !incidents.is_empty() => {
+                return ChangesResponse::Ok(Json(IncidentChanges {
+                    cursor: cursor.to_string(),
+                    incidents,
+                }));
+            }
+            Ok(_) => {}
+            Err(_) => return unavailable(),
+        }
+        let Some(_slot) = self.watcher.enter() else {
+            return ChangesResponse::Unavailable(Json(ErrorBody::new(
+                "too_many_waiters",
+                "too many clients are waiting; retry shortly",
+            )));
+        };
+        let timeout = std::time::Duration::from_secs(u64::from(timeout_s.0.unwrap_or(30)));
+        self.watcher.wait_past(after, timeout).await;
+        match self.changes_after(after).await {
+            Ok((cursor, incidents)) => ChangesResponse::Ok(Json(IncidentChanges {
+                cursor: cursor.to_string(),
+                incidents,
+            })),
+            Err(_) => unavailable(),
         }
     }
 

@@ -4,7 +4,8 @@
 //!
 //! Modules:
 //! - [`config`]: settings from the environment.
-//! - [`incidents`]: `/api/incidents`.
+//! - [`incidents`]: `/api/incidents`, including the long-poll of changes.
+//! - [`changes`]: the change-feed watcher that wakes long-polls.
 //! - [`machines`]: `/api/machines`.
 //! - [`auth`]: passwords, sessions, tokens, roles, login rate limit.
 //! - [`session`]: `/api/session` and the authentication middleware.
@@ -14,6 +15,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod changes;
 pub mod config;
 pub mod error;
 pub mod incidents;
