@@ -143,6 +143,8 @@ pub struct Api {
     pub client: reqwest::Client,
     /// The database it serves.
     pub pool: sqlx::MySqlPool,
+    /// The machine-event topic it publishes rule changes to (fresh per test).
+    pub topic: String,
 }
 
 /// A logged-in session: the cookie to send and the CSRF token.
@@ -265,7 +267,9 @@ pub async fn spawn_api(db_url: &str) -> anyhow::Result<Api> {
 pub async fn spawn_api_with(db_url: &str, extra: &[(&str, &str)]) -> anyhow::Result<Api> {
     let mut pairs = vec![("API_LISTEN_ADDR", "127.0.0.1:0")];
     pairs.extend_from_slice(extra);
-    let config = query_api::config::ApiConfig::from_settings(&settings(db_url, &pairs)?)?;
+    let mut config = query_api::config::ApiConfig::from_settings(&settings(db_url, &pairs)?)?;
+    let topic = crate::services::fresh_topics().0;
+    config.machine_events_topic = topic.clone();
     let pool = sqlx::MySqlPool::connect(db_url).await?;
     let app = query_api::app::Application::build(&config, pool.clone()).await?;
     let base_url = format!("http://{}", app.addr());
@@ -281,5 +285,6 @@ pub async fn spawn_api_with(db_url: &str, extra: &[(&str, &str)]) -> anyhow::Res
         base_url,
         client: reqwest::Client::new(),
         pool,
+        topic,
     })
 }

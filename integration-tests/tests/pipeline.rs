@@ -118,7 +118,9 @@ async fn a_hot_machine_becomes_an_incident_in_the_api() -> anyhow::Result<()> {
     );
 
     // The processor fed the change feed the dashboard long-polls.
-    let (status, changes) = api.get_as(&viewer, "/api/incidents/changes?after=0&timeout_s=1").await?;
+    let (status, changes) = api
+        .get_as(&viewer, "/api/incidents/changes?after=0&timeout_s=1")
+        .await?;
     assert_eq!(status, 200);
     let changed = changes["incidents"].as_array().cloned().unwrap_or_default();
     assert!(changed.iter().any(|i| i["machine"] == "hot-1"), "{changes}");

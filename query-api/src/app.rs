@@ -6,6 +6,7 @@ use crate::changes::ChangeWatcher;
 use crate::config::ApiConfig;
 use crate::incidents::IncidentsApi;
 use crate::machines::MachinesApi;
+use crate::rules::RulesApi;
 use crate::session::{authenticate, SessionApi};
 use crate::tokens::TokensApi;
 use poem::listener::TcpAcceptor;
@@ -19,10 +20,15 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The OpenAPI service: every `#[OpenApi]` impl, one per tag.
-pub type Api = OpenApiService<(IncidentsApi, MachinesApi, SessionApi, TokensApi), ()>;
+pub type Api = OpenApiService<(IncidentsApi, MachinesApi, SessionApi, TokensApi, RulesApi), ()>;
 
 /// The OpenAPI service (also used to print the spec).
-pub fn api_service(pool: MySqlPool, session: SessionApi, watcher: ChangeWatcher) -> Api {
+pub fn api_service(
+    pool: MySqlPool,
+    session: SessionApi,
+    watcher: ChangeWatcher,
+    rules: RulesApi,
+) -> Api {
     OpenApiService::new(
         (
             IncidentsApi {
@@ -32,6 +38,7 @@ pub fn api_service(pool: MySqlPool, session: SessionApi, watcher: ChangeWatcher)
             MachinesApi { pool: pool.clone() },
             session,
             TokensApi { pool },
+            rules,
         ),
         "Resource Monitor API",
         env!("CARGO_PKG_VERSION"),
@@ -63,7 +70,22 @@ pub fn routes(pool: MySqlPool, config: &ApiConfig, watcher: ChangeWatcher) -> im
         policy: config.session,
         limiter: LoginLimiter::new(config.login_max_attempts, config.login_window),
     };
-    let api = api_service(pool.clone(), session.clone(), watcher);
+    let producer = config.kafka_brokers.as_deref().and_then(|brokers| {
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .create::<rdkafka::producer::FutureProducer>()
+            .map_err(|e| tracing::error!(error = %e, "cannot create the Kafka producer; rule changes are unavailable"))
+            .ok()
+    });
+    let rules = RulesApi {
+        pool: pool.clone(),
+        defaults: config.rules,
+        producer,
+        topic: config.machine_events_topic.clone(),
+    };
+    let api = api_service(pool.clone(), session.clone(), watcher, rules);
     let spec = api.spec_endpoint();
     Route::new()
         .at("/api/openapi.json", spec)

@@ -18,6 +18,12 @@ pub struct ApiConfig {
     pub login_window: std::time::Duration,
     /// `LONGPOLL_MAX_WAITERS`: long-polls waiting at once, at most (default 10000).
     pub max_waiters: usize,
+    /// `KAFKA_BROKERS`, optional here: needed only to publish rule changes.
+    pub kafka_brokers: Option<String>,
+    /// The machine-event topic rule changes go to.
+    pub machine_events_topic: String,
+    /// The default rules (`RULE_*` keys), in force until changed through the API.
+    pub rules: proto_events::RuleSet,
 }
 
 impl ApiConfig {
@@ -37,6 +43,9 @@ impl ApiConfig {
             login_max_attempts: s.parse_or("LOGIN_MAX_ATTEMPTS", 10usize)?,
             login_window: s.duration_or("LOGIN_WINDOW", std::time::Duration::from_secs(300))?,
             max_waiters: s.parse_or("LONGPOLL_MAX_WAITERS", 10_000usize)?,
+            kafka_brokers: s.raw("KAFKA_BROKERS"),
+            machine_events_topic: proto_events::topics::MACHINE_EVENTS.to_owned(),
+            rules: s.rules()?,
         })
     }
 }

@@ -7,6 +7,7 @@
 //! - [`incidents`]: `/api/incidents`, including the long-poll of changes.
 //! - [`changes`]: the change-feed watcher that wakes long-polls.
 //! - [`machines`]: `/api/machines`.
+//! - [`rules`]: `/api/rules` (publishes `RulesChanged`).
 //! - [`auth`]: passwords, sessions, tokens, roles, login rate limit.
 //! - [`session`]: `/api/session` and the authentication middleware.
 //! - [`tokens`]: `/api/tokens`.
@@ -20,5 +21,6 @@ pub mod config;
 pub mod error;
 pub mod incidents;
 pub mod machines;
+pub mod rules;
 pub mod session;
 pub mod tokens;
