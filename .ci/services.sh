@@ -67,3 +67,14 @@ ensure_compose_checked() {
   docker-compose --env-file example.env -f docker-compose.yml config -q
   log "docker-compose.yml is valid"
 }
+
+ensure_browser() {
+  if [ ! -x /usr/bin/chromium ]; then
+    log "installing Debian's chromium (browser tests)"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+  if [ ! -d integration-tests/browser/node_modules/playwright-core ]; then
+    log "installing playwright-core (drives /usr/bin/chromium; no browser download)"
+    (cd integration-tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}

@@ -12,6 +12,7 @@
 //! - [`session`]: `/api/session` and the authentication middleware.
 //! - [`tokens`]: `/api/tokens`.
 //! - [`error`]: the JSON error body.
+//! - [`pages`]: the dashboard (vanilla JS) and login form.
 //! - [`app`]: builds the routes and binds the listener ([`app::Application`]).
 
 pub mod app;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod incidents;
 pub mod machines;
+pub mod pages;
 pub mod rules;
 pub mod session;
 pub mod tokens;

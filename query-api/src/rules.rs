@@ -53,7 +53,11 @@ pub struct RulesDto {
     pub changed_at: Option<DateTime<Utc>>,
 }
 
-fn to_dto(rules: &RuleSet, changed_by: Option<String>, changed_at: Option<DateTime<Utc>>) -> RulesDto {
+fn to_dto(
+    rules: &RuleSet,
+    changed_by: Option<String>,
+    changed_at: Option<DateTime<Utc>>,
+) -> RulesDto {
     let one = |r: RuleName| {
         let s = rules.get(r);
         RuleDto {
