@@ -47,6 +47,13 @@ pub fn api_service(
 }
 
 #[handler]
+fn metrics_endpoint(metrics: Data<&std::sync::Arc<crate::metrics::ApiMetrics>>) -> Response {
+    Response::builder()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(metrics.render())
+}
+
+#[handler]
 fn healthz() -> &'static str {
     "ok"
 }
@@ -65,6 +72,7 @@ async fn readyz(pool: Data<&MySqlPool>) -> Response {
 
 /// All routes, behind the authentication middleware.
 pub fn routes(pool: MySqlPool, config: &ApiConfig, watcher: ChangeWatcher) -> impl poem::Endpoint {
+    let metrics = watcher.metrics();
     let session = SessionApi {
         pool: pool.clone(),
         policy: config.session,
@@ -87,18 +95,23 @@ pub fn routes(pool: MySqlPool, config: &ApiConfig, watcher: ChangeWatcher) -> im
     };
     let api = api_service(pool.clone(), session.clone(), watcher, rules);
     let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
     Route::new()
         .at("/api/openapi.json", spec)
+        .nest("/api/docs", docs)
         .nest("/api", api)
         .at("/", get(crate::pages::index))
         .at("/login", get(crate::pages::login))
         .at("/static/app.js", get(crate::pages::app_js))
         .at("/static/login.js", get(crate::pages::login_js))
         .at("/static/app.css", get(crate::pages::app_css))
+        .at("/metrics", get(metrics_endpoint))
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))
         .data(pool)
         .around(move |ep, req| authenticate(ep, req, session.clone()))
+        .data(metrics.clone())
+        .around(move |ep, req| crate::metrics::observe(ep, req, metrics.clone()))
 }
 
 /// A bound, not yet running, query-api.

@@ -18,14 +18,16 @@ pub struct ChangeWatcher {
     /// Most long-polls waiting at once; more get 503.
     pub max_waiters: usize,
     shutdown: watch::Receiver<bool>,
+    metrics: Arc<crate::metrics::ApiMetrics>,
 }
 
 /// A slot among the bounded waiters, released on drop.
-pub struct WaiterSlot(Arc<AtomicUsize>);
+pub struct WaiterSlot(Arc<AtomicUsize>, Arc<crate::metrics::ApiMetrics>);
 
 impl Drop for WaiterSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        let left = self.0.fetch_sub(1, Ordering::SeqCst) - 1;
+        self.1.waiting_longpolls.set(left as i64);
     }
 }
 
@@ -73,13 +75,20 @@ impl ChangeWatcher {
             wake_poller,
             max_waiters,
             shutdown,
+            metrics: Arc::default(),
         }
+    }
+
+    /// The instance's metrics (shared with the request middleware).
+    pub fn metrics(&self) -> Arc<crate::metrics::ApiMetrics> {
+        self.metrics.clone()
     }
 
     /// Takes a waiter slot, or `None` when `max_waiters` are already waiting.
     pub fn enter(&self) -> Option<WaiterSlot> {
         let n = self.waiters.fetch_add(1, Ordering::SeqCst);
-        let slot = WaiterSlot(self.waiters.clone());
+        self.metrics.waiting_longpolls.set(n as i64 + 1);
+        let slot = WaiterSlot(self.waiters.clone(), self.metrics.clone());
         if n >= self.max_waiters {
             return None;
         }

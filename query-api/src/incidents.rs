@@ -63,6 +63,30 @@ pub struct Incident {
 pub struct IncidentPage {
     /// Open first, then newest first.
     pub incidents: Vec<Incident>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Position after an incident in list order: `(open, opened_at ms, id)`.
+fn encode_cursor(i: &Incident) -> String {
+    format!(
+        "{}.{}.{}",
+        u8::from(i.status == "open"),
+        i.opened_at.timestamp_millis(),
+        i.id
+    )
+}
+
+fn decode_cursor(c: &str) -> Option<(bool, chrono::NaiveDateTime, String)> {
+    let mut parts = c.splitn(3, '.');
+    let open = match parts.next()? {
+        "1" => true,
+        "0" => false,
+        _ => return None,
+    };
+    let at = DateTime::from_timestamp_millis(parts.next()?.parse().ok()?)?.naive_utc();
+    let id = parts.next()?;
+    (id.len() == 36).then(|| (open, at, id.to_owned()))
 }
 
 #[derive(ApiResponse)]
@@ -207,7 +231,22 @@ impl IncidentsApi {
         /// At most this many (1..=1000, default 200).
         #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
         limit: Query<Option<u32>>,
+        /// `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
     ) -> ListResponse {
+        let after = match cursor.0.as_deref() {
+            None => None,
+            Some(c) => match decode_cursor(c) {
+                Some(p) => Some(p),
+                None => {
+                    return ListResponse::BadRequest(Json(ErrorBody::new(
+                        "bad_request",
+                        format!("invalid cursor {c:?}"),
+                    )))
+                }
+            },
+        };
+        let limit = limit.0.unwrap_or(200);
         if let Some(rule) = rule.0.as_deref() {
             if rule.parse::<proto_events::RuleName>().is_err() {
                 return ListResponse::BadRequest(Json(ErrorBody::new(
@@ -238,15 +277,38 @@ impl IncidentsApi {
         if let Some(t) = until.0 {
             q.push(" AND opened_at < ").push_bind(t.naive_utc());
         }
+        if let Some((open, at, id)) = after {
+            let flag = i32::from(open);
+            q.push(" AND ((resolved_at IS NULL) < ").push_bind(flag);
+            q.push(" OR ((resolved_at IS NULL) = ")
+                .push_bind(flag)
+                .push(" AND opened_at < ")
+                .push_bind(at);
+            q.push(") OR ((resolved_at IS NULL) = ")
+                .push_bind(flag)
+                .push(" AND opened_at = ")
+                .push_bind(at);
+            q.push(" AND id > ").push_bind(id).push("))");
+        }
         q.push(" ORDER BY (resolved_at IS NULL) DESC, opened_at DESC, id LIMIT ")
-            .push_bind(limit.0.unwrap_or(200));
-        match q
-            .build()
-            .fetch_all(&self.pool)
-            .await
-            .and_then(|rows| rows.iter().map(row_to_incident).collect())
-        {
-            Ok(incidents) => ListResponse::Ok(Json(IncidentPage { incidents })),
+            .push_bind(limit + 1);
+        match q.build().fetch_all(&self.pool).await.and_then(|rows| {
+            rows.iter()
+                .map(row_to_incident)
+                .collect::<Result<Vec<_>, _>>()
+        }) {
+            Ok(mut incidents) => {
+                let next_cursor = if incidents.len() > limit as usize {
+                    incidents.truncate(limit as usize);
+                    incidents.last().map(encode_cursor)
+                } else {
+                    None
+                };
+                ListResponse::Ok(Json(IncidentPage {
+                    incidents,
+                    next_cursor,
+                }))
+            }
             Err(e) => {
                 tracing::error!(error = %e, "listing incidents failed");
                 ListResponse::Unavailable(Json(ErrorBody::new(

@@ -12,6 +12,7 @@
 //! - [`session`]: `/api/session` and the authentication middleware.
 //! - [`tokens`]: `/api/tokens`.
 //! - [`error`]: the JSON error body.
+//! - [`metrics`]: `/metrics` (Prometheus text).
 //! - [`pages`]: the dashboard (vanilla JS) and login form.
 //! - [`app`]: builds the routes and binds the listener ([`app::Application`]).
 
@@ -22,6 +23,7 @@ pub mod config;
 pub mod error;
 pub mod incidents;
 pub mod machines;
+pub mod metrics;
 pub mod pages;
 pub mod rules;
 pub mod session;

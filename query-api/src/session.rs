@@ -176,7 +176,11 @@ fn json_error(status: StatusCode, code: &str, reason: &str) -> Response {
 
 /// Paths reachable without a session.
 fn is_public(method: &Method, path: &str) -> bool {
-    matches!(path, "/healthz" | "/readyz" | "/api/openapi.json")
+    matches!(
+        path,
+        "/healthz" | "/readyz" | "/metrics" | "/api/openapi.json"
+    ) || path == "/api/docs"
+        || path.starts_with("/api/docs/")
         || (path == "/api/session" && (method == Method::POST || method == Method::DELETE))
 }
 
