@@ -50,6 +50,17 @@ try {
   await page.fill('#m-interval', '60');
   await page.click('#add-machine button[type="submit"]');
   await page.locator('#machines tbody tr', { hasText: 'added-from-browser' }).waitFor({ timeout: 10000 });
+  // Edit it: the prompts ask for the URL and the interval.
+  const answers = ['http://127.0.0.1:10/status', '120'];
+  page.removeAllListeners('dialog');
+  page.on('dialog', async (d) => {
+    if (d.type() !== 'prompt') { await d.dismiss(); fail('unexpected ' + d.type() + ' dialog: ' + d.message()); }
+    await d.accept(answers.shift());
+  });
+  await page.locator('#machines tbody tr', { hasText: 'added-from-browser' }).locator('button', { hasText: 'Edit' }).click();
+  await page.waitForFunction(() => [...document.querySelectorAll('#machines tbody tr')].some((r) => r.dataset.name === 'added-from-browser'));
+  page.removeAllListeners('dialog');
+  page.on('dialog', async (d) => { await d.dismiss(); fail('a dialog opened: ' + d.message()); });
   // A bad URL is refused with the API's reason.
   await page.fill('#m-name', 'bad-url');
   await page.fill('#m-url', 'ftp://nowhere');

@@ -75,10 +75,14 @@ async fn log_in_see_an_incident_appear_add_a_machine_log_out() -> anyhow::Result
         status.success(),
         "the browser checks failed (see its output above)"
     );
-    let added: i64 =
-        sqlx::query_scalar("SELECT COUNT(*) FROM machines WHERE name = 'added-from-browser'")
+    let (url, interval): (String, Option<i64>) =
+        sqlx::query_as("SELECT url, interval_ms FROM machines WHERE name = 'added-from-browser'")
             .fetch_one(&api.pool)
             .await?;
-    assert_eq!(added, 1);
+    assert_eq!(
+        (url.as_str(), interval),
+        ("http://127.0.0.1:10/status", Some(120_000)),
+        "added, then edited, from the page"
+    );
     api.service.stop().await
 }

@@ -125,9 +125,20 @@ async function loadMachines() {
     const admin = el('td', undefined, 'admin-only');
     const toggle = el('button', m.enabled ? 'Disable' : 'Enable');
     toggle.addEventListener('click', async () => { await api('PATCH', '/api/machines/' + m.id, { enabled: !m.enabled }); loadMachines(); });
+    const edit = el('button', 'Edit');
+    edit.addEventListener('click', async () => {
+      const url = prompt('Status URL of ' + m.name, m.url);
+      if (url === null) return;
+      const secs = prompt('Poll interval in seconds (empty: the default)', m.interval_ms ? String(m.interval_ms / 1000) : '');
+      if (secs === null) return;
+      try {
+        await api('PATCH', '/api/machines/' + m.id, { url: url.trim(), interval_ms: secs.trim() ? Math.round(Number(secs) * 1000) : 0 });
+      } catch (e) { document.getElementById('m-error').textContent = e.message; }
+      loadMachines();
+    });
     const del = el('button', 'Delete');
     del.addEventListener('click', async () => { if (confirm('Delete ' + m.name + '?')) { await api('DELETE', '/api/machines/' + m.id); loadMachines(); } });
-    admin.append(toggle, del);
+    admin.append(edit, toggle, del);
     tr.append(admin);
     api('GET', '/api/machines/' + m.id + '/samples').then((s) => {
       const recent = s.samples.slice(-60);
