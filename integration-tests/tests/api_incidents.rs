@@ -108,7 +108,11 @@ async fn filters_and_cursor_paging_visit_every_incident_once_open_first() -> any
 async fn docs_spec_and_metrics_are_served() -> anyhow::Result<()> {
     let db = fresh_database().await?;
     let api = spawn_api(&db.url).await?;
-    assert_eq!(api.get_json("/readyz").await?.0, 200, "ready: the database answers");
+    assert_eq!(
+        api.get_json("/readyz").await?.0,
+        200,
+        "ready: the database answers"
+    );
     let (status, docs) = api.get_json("/api/docs").await?;
     assert_eq!(status, 200);
     assert!(

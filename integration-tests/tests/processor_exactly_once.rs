@@ -182,5 +182,20 @@ async fn an_undecodable_message_is_skipped_not_a_crashed_consumer() -> anyhow::R
         "the good events around the bad ones were all folded"
     );
     assert_eq!(incident_rows(&db.pool).await?, expected_incidents(&events));
+    // The time -> offset index: first offset of each hour of event time (polls every
+    // 15 minutes from 00:00; the two bad messages sit at offsets 5 and 6).
+    let index: Vec<(String, i64)> =
+        sqlx::query_as("SELECT DATE_FORMAT(bucket_start, '%H:%i'), first_offset FROM event_time_index WHERE topic = ? ORDER BY bucket_start")
+            .bind(&topic)
+            .fetch_all(&db.pool)
+            .await?;
+    assert_eq!(
+        index,
+        vec![
+            ("00:00".to_owned(), 0),
+            ("01:00".to_owned(), 4),
+            ("02:00".to_owned(), 10)
+        ]
+    );
     Ok(())
 }

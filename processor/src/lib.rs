@@ -6,6 +6,7 @@
 //! - [`incidents`]: a pure projection of incident events into incident records,
 //!   shared by the backtest and the tests.
 //! - [`backtest`]: backtests over an offline history file (SPEC §5).
+//! - [`replay`]: backtests over the recorded log, with the diff against recorded incidents.
 //! - [`config`]: settings from the environment.
 //! - [`store`]: the MySQL projections, fold state, offsets and outbox (one transaction per batch).
 //! - [`service`]: the consumer-group member that ties them together.
@@ -14,5 +15,6 @@ pub mod backtest;
 pub mod config;
 pub mod fold;
 pub mod incidents;
+pub mod replay;
 pub mod service;
 pub mod store;

@@ -433,6 +433,8 @@ impl Processor {
                 tracing::warn!(partition, offset, error = %e, "undecodable message skipped");
             }
             Ok(env) => {
+                let hour = env.at.timestamp_millis().div_euclid(3_600_000) * 3_600_000;
+                entry.time_index.entry(hour).or_insert(offset);
                 let before = batch.incident_events.len();
                 match state.fold.apply(&env, &mut batch.incident_events) {
                     Applied::Folded => {

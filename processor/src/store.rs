@@ -53,6 +53,8 @@ pub struct PartitionBatch {
     pub machine_states: HashMap<String, MachineState>,
     /// Machines touched by the batch.
     pub touched: std::collections::HashSet<String>,
+    /// Hour of event time (ms since the epoch) -> first offset seen in this batch.
+    pub time_index: std::collections::BTreeMap<i64, i64>,
 }
 
 /// One transaction's worth of work.
@@ -222,6 +224,33 @@ impl Store {
                 q.push(" ON DUPLICATE KEY UPDATE partition_id = VALUES(partition_id), state = VALUES(state)");
                 q.build().execute(&mut *tx).await?;
             }
+        }
+        let index: Vec<(i32, i64, i64)> = batch
+            .partitions
+            .iter()
+            .flat_map(|(p, b)| {
+                b.time_index
+                    .iter()
+                    .map(move |(bucket, offset)| (*p, *bucket, *offset))
+            })
+            .collect();
+        if !index.is_empty() {
+            let mut q = QueryBuilder::new(
+                "INSERT INTO event_time_index (topic, partition_id, bucket_start, first_offset) ",
+            );
+            q.push_values(&index, |mut b, (p, bucket, offset)| {
+                let start = DateTime::from_timestamp_millis(*bucket)
+                    .unwrap_or_default()
+                    .naive_utc();
+                b.push_bind(&self.topic)
+                    .push_bind(*p)
+                    .push_bind(start)
+                    .push_bind(*offset);
+            });
+            q.push(
+                " ON DUPLICATE KEY UPDATE first_offset = LEAST(first_offset, VALUES(first_offset))",
+            );
+            q.build().execute(&mut *tx).await?;
         }
         self.write_polls(&mut tx, &batch.polls).await?;
         self.write_incidents(&mut tx, &batch.incident_events)
