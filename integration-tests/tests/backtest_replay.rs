@@ -71,7 +71,7 @@ async fn replaying_the_recorded_log_with_the_live_rules_gives_an_empty_diff() ->
                 .fetch_all(&db.pool)
                 .await?;
             anyhow::ensure!(rules.len() >= 3, "rules recorded so far: {rules:?}");
-        Ok(Some(()))
+            Ok(Some(()))
         },
     )
     .await?;

@@ -199,3 +199,61 @@ async fn an_undecodable_message_is_skipped_not_a_crashed_consumer() -> anyhow::R
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolution_and_a_new_opening_in_one_batch_both_land() -> anyhow::Result<()> {
+    use proto_events::{Envelope, Event, MetricSampled, PollTiming};
+    let db = fresh_database().await?;
+    let (topic, incidents_topic) = fresh_topics();
+    create_topic(&topic, 1).await?;
+    create_topic(&incidents_topic, 1).await?;
+    let group = format!("g-{}", db.name);
+    let base =
+        chrono::DateTime::parse_from_rfc3339("2026-11-23T00:00:00Z")?.with_timezone(&chrono::Utc);
+    // cpu breaches, clears, breaches again: two incidents, the second opened in the
+    // same batch (and transaction) that resolves the first.
+    let events: Vec<Envelope> = [99.0, 10.0, 99.0, 10.0, 99.0]
+        .iter()
+        .enumerate()
+        .map(|(k, cpu)| {
+            let at = base + chrono::Duration::minutes(15 * k as i64);
+            Envelope {
+                event_id: uuid::Uuid::from_u128(k as u128 + 1),
+                machine: "flappy".into(),
+                at,
+                event: Event::MetricSampled(MetricSampled {
+                    timing: PollTiming {
+                        interval_ms: 900_000,
+                        started_at: at,
+                        latency_ms: 1,
+                    },
+                    cpu: Some(*cpu),
+                    mem: Some(10.0),
+                    disk: Some(10.0),
+                    uptime_s: None,
+                    issues: vec![],
+                    rebooted: false,
+                }),
+            }
+        })
+        .collect();
+    let brokers = kafka_brokers()?;
+    produce(&brokers, &topic, &events[..1]).await?;
+    let p = spawn_processor(&db.url, &topic, &incidents_topic, &group, &[]).await?;
+    eventually(
+        Duration::from_secs(60),
+        "the first event committed",
+        || async { Ok((committed_total(&db.pool, &group).await? == 1).then_some(())) },
+    )
+    .await?;
+    produce(&brokers, &topic, &events[1..]).await?; // one batch: clear, breach, clear, breach
+    eventually(Duration::from_secs(60), "every event committed", || async {
+        Ok((committed_total(&db.pool, &group).await? == 5).then_some(()))
+    })
+    .await?;
+    p.stop().await?;
+    let rows = incident_rows(&db.pool).await?;
+    assert_eq!(rows.len(), 3, "{rows:#?}");
+    assert_eq!(rows, expected_incidents(&events));
+    Ok(())
+}

@@ -224,23 +224,35 @@ pub async fn replay(
     let mut out = Vec::new();
     let mut events_read = 0u64;
     let wanted: BTreeSet<&str> = req.machines.iter().map(String::as_str).collect();
-    if !remaining.is_empty() {
+    let reading = !remaining.is_empty();
+    if reading {
         consumer.subscribe(&[topic])?;
     }
-    while !remaining.is_empty() {
-        let m = tokio::time::timeout(Duration::from_secs(60), consumer.recv())
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "the log stopped delivering (partitions left: {:?})",
-                    remaining.keys().collect::<Vec<_>>()
-                )
-            })??;
+    let mut seen: HashMap<i32, (i64, i64, u64)> = HashMap::new();
+    // Watermarks are a lower bound only (tansu has reported the start of the last
+    // record batch as the high watermark): once every partition has passed its
+    // watermark, keep draining until the log stays quiet for a moment.
+    while reading {
+        let quiet = remaining.is_empty() && !seen.is_empty();
+        let wait = if quiet {
+            Duration::from_millis(1500)
+        } else {
+            Duration::from_secs(60)
+        };
+        let m = match tokio::time::timeout(wait, consumer.recv()).await {
+            Ok(m) => m?,
+            Err(_) if quiet => break,
+            Err(_) => anyhow::bail!(
+                "the log stopped delivering (partitions left: {:?})",
+                remaining.keys().collect::<Vec<_>>()
+            ),
+        };
         let (p, offset) = (m.partition(), m.offset());
-        if let Some(high) = remaining.get(&p) {
-            if offset + 1 >= *high {
-                remaining.remove(&p);
-            }
+        let e = seen.entry(p).or_insert((offset, offset, 0));
+        e.1 = offset;
+        e.2 += 1;
+        if remaining.get(&p).is_some_and(|high| offset + 1 >= *high) {
+            remaining.remove(&p);
         }
         events_read += 1;
         let Ok(env) = Envelope::decode(m.payload().unwrap_or_default()) else {
@@ -262,6 +274,11 @@ pub async fn replay(
             book.apply(o);
         }
     }
+    tracing::debug!(
+        ?starts,
+        ?seen,
+        "replay read (first offset, last offset, count) per partition"
+    );
     let incidents: Vec<IncidentRecord> = book
         .into_records()
         .into_iter()

@@ -437,31 +437,9 @@ impl Store {
         let (new, existing): (Vec<uuid::Uuid>, Vec<uuid::Uuid>) = order
             .into_iter()
             .partition(|id| changes[id].opened.is_some());
-        if !new.is_empty() {
-            let mut q = QueryBuilder::new(
-                "INSERT INTO incidents (id, machine, rule, threshold, for_ms, started_at, opened_at, peak, last_value, last_breach_at, resolved_at, resolution) ",
-            );
-            q.push_values(&new, |mut b, id| {
-                let c = &changes[id];
-                if let Some((machine, o)) = c.opened {
-                    b.push_bind(id.to_string())
-                        .push_bind(machine)
-                        .push_bind(o.rule.as_str())
-                        .push_bind(o.threshold)
-                        .push_bind(o.for_ms as i64)
-                        .push_bind(ts(o.started_at))
-                        .push_bind(ts(o.opened_at))
-                        .push_bind(c.peak.unwrap_or(o.peak))
-                        .push_bind(c.last_value.unwrap_or(o.last_value))
-                        .push_bind(ts(c.last_breach_at.unwrap_or(o.opened_at)))
-                        .push_bind(c.resolved.map(|(t, _)| ts(t)))
-                        .push_bind(c.resolved.map_or("", |(_, r)| r));
-                }
-            });
-            // Re-applying a batch after a crash (same ids) changes nothing.
-            q.push(" ON DUPLICATE KEY UPDATE id = id");
-            q.build().execute(&mut *tx).await?;
-        }
+        // Updates and resolutions of earlier incidents first: an incident resolved
+        // and a new one opened for the same machine x rule can share a batch, and the
+        // new row must not meet the old one still open.
         if !existing.is_empty() {
             let mut q = QueryBuilder::new("UPDATE incidents i JOIN (");
             for (n, id) in existing.iter().enumerate() {
@@ -495,6 +473,34 @@ impl Store {
                  i.resolution = IF(i.resolved_at IS NULL AND u.resolved_at IS NOT NULL, u.resolution, i.resolution), \
                  i.resolved_at = COALESCE(i.resolved_at, u.resolved_at)",
             );
+            q.build().execute(&mut *tx).await?;
+        }
+        if !new.is_empty() {
+            let mut q = QueryBuilder::new(
+                "INSERT INTO incidents (id, machine, rule, threshold, for_ms, started_at, opened_at, peak, last_value, last_breach_at, resolved_at, resolution) ",
+            );
+            q.push_values(&new, |mut b, id| {
+                let c = &changes[id];
+                if let Some((machine, o)) = c.opened {
+                    b.push_bind(id.to_string())
+                        .push_bind(machine)
+                        .push_bind(o.rule.as_str())
+                        .push_bind(o.threshold)
+                        .push_bind(o.for_ms as i64)
+                        .push_bind(ts(o.started_at))
+                        .push_bind(ts(o.opened_at))
+                        .push_bind(c.peak.unwrap_or(o.peak))
+                        .push_bind(c.last_value.unwrap_or(o.last_value))
+                        .push_bind(ts(c.last_breach_at.unwrap_or(o.opened_at)))
+                        .push_bind(c.resolved.map(|(t, _)| ts(t)))
+                        .push_bind(c.resolved.map_or("", |(_, r)| r));
+                }
+            });
+            // Re-applying a batch after a crash (same id) changes nothing. A clash on
+            // `open_key` (a second open incident of a machine x rule, with another
+            // id) sets the key to NULL, which fails the statement loudly instead of
+            // being swallowed.
+            q.push(" ON DUPLICATE KEY UPDATE id = IF(id = VALUES(id), id, NULL)");
             q.build().execute(&mut *tx).await?;
         }
         Ok(())
