@@ -142,3 +142,28 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Records an open cpu incident of `machine` (or bumps its peak) and a change-feed
+/// row for it, exactly as the processor writes them: what the API and the
+/// dashboard then see.
+pub async fn record_incident_change(
+    pool: &MySqlPool,
+    id: &str,
+    machine: &str,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO incidents (id, machine, rule, threshold, for_ms, started_at, opened_at, peak, last_value, last_breach_at) \
+         VALUES (?, ?, 'cpu', 85, 0, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3), 97, 97, UTC_TIMESTAMP(3)) ON DUPLICATE KEY UPDATE peak = peak + 1",
+    )
+    .bind(id)
+    .bind(machine)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "INSERT INTO incident_changes (incident_id, changed_at) VALUES (?, UTC_TIMESTAMP(3))",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

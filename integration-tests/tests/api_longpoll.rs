@@ -9,21 +9,7 @@ use query_api::auth::Role;
 use std::time::{Duration, Instant};
 
 async fn record_change(api: &Api, id: &str, machine: &str) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO incidents (id, machine, rule, threshold, for_ms, started_at, opened_at, peak, last_value, last_breach_at) \
-         VALUES (?, ?, 'cpu', 85, 0, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3), 97, 97, UTC_TIMESTAMP(3)) ON DUPLICATE KEY UPDATE peak = peak + 1",
-    )
-    .bind(id)
-    .bind(machine)
-    .execute(&api.pool)
-    .await?;
-    sqlx::query(
-        "INSERT INTO incident_changes (incident_id, changed_at) VALUES (?, UTC_TIMESTAMP(3))",
-    )
-    .bind(id)
-    .execute(&api.pool)
-    .await?;
-    Ok(())
+    integration_tests::services::record_incident_change(&api.pool, id, machine).await
 }
 
 async fn poll(

@@ -55,19 +55,11 @@ async fn log_in_see_an_incident_appear_add_a_machine_log_out() -> anyhow::Result
         }
     }
     // Recorded as the processor records it: incident row and change-feed row.
-    let id = "00000000-0000-0000-0000-00000000beef";
-    sqlx::query(
-        "INSERT INTO incidents (id, machine, rule, threshold, for_ms, started_at, opened_at, peak, last_value, last_breach_at) \
-         VALUES (?, '<img src=x onerror=alert(1)>', 'cpu', 85, 0, UTC_TIMESTAMP(3), UTC_TIMESTAMP(3), 97, 97, UTC_TIMESTAMP(3))",
+    integration_tests::services::record_incident_change(
+        &api.pool,
+        "00000000-0000-0000-0000-00000000beef",
+        "<img src=x onerror=alert(1)>",
     )
-    .bind(id)
-    .execute(&api.pool)
-    .await?;
-    sqlx::query(
-        "INSERT INTO incident_changes (incident_id, changed_at) VALUES (?, UTC_TIMESTAMP(3))",
-    )
-    .bind(id)
-    .execute(&api.pool)
     .await?;
 
     let status = tokio::task::spawn_blocking(move || child.wait()).await??;
