@@ -6,7 +6,7 @@
 use futures::stream::{FuturesUnordered, StreamExt};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use proto_events::{Envelope, Event};
+use proto_events::Envelope;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -41,15 +41,6 @@ pub fn build_producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
         .create()
 }
 
-/// The partition key of an event: its machine. `RulesChanged` (no machine) is not
-/// published by ingest.
-fn key(env: &Envelope) -> &str {
-    match &env.event {
-        Event::RulesChanged(_) => "",
-        _ => &env.machine,
-    }
-}
-
 /// Drains `rx` into `topic` until the channel closes and everything is delivered.
 ///
 /// Events wait in a bounded buffer (`buffer_events`) while librdkafka's own queue
@@ -73,7 +64,9 @@ pub async fn run_publisher(
         while !queue_full && in_flight.len() < MAX_IN_FLIGHT {
             let Some(env) = buffer.front() else { break };
             let payload = env.encode();
-            let record = FutureRecord::to(&topic).key(key(env)).payload(&payload);
+            let record = FutureRecord::to(&topic)
+                .key(proto_events::topics::machine_key(&env.machine))
+                .payload(&payload);
             match producer.send_result(record) {
                 Ok(delivery) => {
                     in_flight.push(delivery);

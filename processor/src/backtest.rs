@@ -69,6 +69,27 @@ fn rfc3339(t: Timestamp) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
+/// The output form of one incident:
+/// `{"machine","rule","started_at","opened_at","resolved_at"|null,"peak"|null}`.
+pub fn incident_json(r: &crate::incidents::IncidentRecord) -> serde_json::Value {
+    serde_json::json!({
+        "machine": r.machine,
+        "rule": r.rule.as_str(),
+        "started_at": rfc3339(r.started_at),
+        "opened_at": rfc3339(r.opened_at),
+        "resolved_at": r.resolved_at.map(rfc3339),
+        "peak": r.peak,
+    })
+}
+
+/// The configured rules with each `NAME.FIELD=VALUE` override applied.
+pub fn rules_with_overrides(mut rules: RuleSet, overrides: &[String]) -> Result<RuleSet, String> {
+    for o in overrides {
+        apply_rule_override(&mut rules, o)?;
+    }
+    Ok(rules)
+}
+
 /// Runs a backtest: reads `input`, writes incidents to `out` and one line per
 /// malformed input line to `errors`. `progress` is called with bytes read so far.
 pub fn run_history(
@@ -140,15 +161,7 @@ pub fn run_history(
     }
     progress(bytes);
     for r in book.records() {
-        let line = serde_json::json!({
-            "machine": r.machine,
-            "rule": r.rule.as_str(),
-            "started_at": rfc3339(r.started_at),
-            "opened_at": rfc3339(r.opened_at),
-            "resolved_at": r.resolved_at.map(rfc3339),
-            "peak": r.peak,
-        });
-        writeln!(out, "{line}")?;
+        writeln!(out, "{}", incident_json(r))?;
         summary.incidents += 1;
     }
     Ok(summary)

@@ -114,15 +114,6 @@ fn parse_time(flag: &str, v: &str) -> anyhow::Result<chrono::DateTime<chrono::Ut
         .map_err(|e| anyhow::anyhow!("{flag}: {v:?} is not an RFC 3339 time ({e})"))
 }
 
-fn incident_json(i: &processor::incidents::IncidentRecord) -> serde_json::Value {
-    let t =
-        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-    serde_json::json!({
-        "machine": i.machine, "rule": i.rule.as_str(), "started_at": t(i.started_at), "opened_at": t(i.opened_at),
-        "resolved_at": i.resolved_at.map(t), "peak": i.peak,
-    })
-}
-
 fn replay(
     from: &str,
     to: &str,
@@ -131,11 +122,8 @@ fn replay(
     overrides: &[String],
 ) -> anyhow::Result<()> {
     let settings = Settings::from_env();
-    let mut rules = settings.rules()?;
-    for o in overrides {
-        processor::backtest::apply_rule_override(&mut rules, o)
-            .map_err(|e| anyhow::anyhow!("--rule {e}"))?;
-    }
+    let rules = processor::backtest::rules_with_overrides(settings.rules()?, overrides)
+        .map_err(|e| anyhow::anyhow!("--rule {e}"))?;
     let req = processor::replay::ReplayRequest {
         from: parse_time("--from", from)?,
         to: parse_time("--to", to)?,
@@ -162,22 +150,22 @@ fn replay(
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
     for i in &result.incidents {
-        writeln!(out, "{}", incident_json(i))?;
+        writeln!(out, "{}", processor::backtest::incident_json(i))?;
     }
     let (mut added, mut removed, mut changed) = (0, 0, 0);
     for d in &result.differences {
         let line = match d {
             processor::replay::Difference::Added(i) => {
                 added += 1;
-                serde_json::json!({"diff": "added", "would_be": incident_json(i)})
+                serde_json::json!({"diff": "added", "would_be": processor::backtest::incident_json(i)})
             }
             processor::replay::Difference::Removed(i) => {
                 removed += 1;
-                serde_json::json!({"diff": "removed", "recorded": incident_json(i)})
+                serde_json::json!({"diff": "removed", "recorded": processor::backtest::incident_json(i)})
             }
             processor::replay::Difference::Changed(w, r) => {
                 changed += 1;
-                serde_json::json!({"diff": "changed", "would_be": incident_json(w), "recorded": incident_json(r)})
+                serde_json::json!({"diff": "changed", "would_be": processor::backtest::incident_json(w), "recorded": processor::backtest::incident_json(r)})
             }
         };
         writeln!(out, "{line}")?;
@@ -200,11 +188,8 @@ fn backtest(
     overrides: &[String],
 ) -> anyhow::Result<()> {
     let settings = Settings::from_env();
-    let mut rules = settings.rules()?;
-    for o in overrides {
-        processor::backtest::apply_rule_override(&mut rules, o)
-            .map_err(|e| anyhow::anyhow!("--rule {e}"))?;
-    }
+    let rules = processor::backtest::rules_with_overrides(settings.rules()?, overrides)
+        .map_err(|e| anyhow::anyhow!("--rule {e}"))?;
     let interval = match interval {
         Some(v) => proto_events::duration::parse_duration(v)
             .map_err(|e| anyhow::anyhow!("--interval: {e}"))?,

@@ -300,7 +300,6 @@ impl Processor {
             self.producer.clone(),
             self.config.incident_topic.clone(),
             self.outbox_ready.clone(),
-            self.stats.clone(),
         ));
         self.outbox_ready.notify_one();
         tokio::pin!(shutdown);
@@ -510,13 +509,7 @@ impl Processor {
 }
 
 /// Publishes outbox entries in order, deleting them once the broker acknowledged them.
-async fn publish_outbox(
-    store: Store,
-    producer: FutureProducer,
-    topic: String,
-    ready: Arc<Notify>,
-    _stats: Arc<ProcessorStats>,
-) {
+async fn publish_outbox(store: Store, producer: FutureProducer, topic: String, ready: Arc<Notify>) {
     loop {
         ready.notified().await;
         loop {

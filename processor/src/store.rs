@@ -97,11 +97,6 @@ impl Store {
         }
     }
 
-    /// The pool (for readiness checks).
-    pub fn pool(&self) -> &MySqlPool {
-        &self.pool
-    }
-
     /// Every partition's committed next offset for this group and topic.
     pub async fn committed_offsets(&self) -> Result<HashMap<i32, i64>, sqlx::Error> {
         let rows = sqlx::query("SELECT partition_id, next_offset FROM processor_offsets WHERE consumer_group = ? AND topic = ?")

@@ -71,8 +71,12 @@ async fn readyz(pool: Data<&MySqlPool>) -> Response {
 }
 
 /// All routes, behind the authentication middleware.
-pub fn routes(pool: MySqlPool, config: &ApiConfig, watcher: ChangeWatcher) -> impl poem::Endpoint {
-    let metrics = watcher.metrics();
+pub fn routes(
+    pool: MySqlPool,
+    config: &ApiConfig,
+    watcher: ChangeWatcher,
+    metrics: std::sync::Arc<crate::metrics::ApiMetrics>,
+) -> impl poem::Endpoint {
     let session = SessionApi {
         pool: pool.clone(),
         policy: config.session,
@@ -147,14 +151,20 @@ impl Application {
     ) -> std::io::Result<()> {
         let acceptor = TcpAcceptor::from_tokio(self.listener)?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let watcher = ChangeWatcher::start(self.pool.clone(), self.config.max_waiters, stop_rx);
+        let metrics = std::sync::Arc::new(crate::metrics::ApiMetrics::default());
+        let watcher = ChangeWatcher::start(
+            self.pool.clone(),
+            self.config.max_waiters,
+            stop_rx,
+            metrics.waiting_longpolls.clone(),
+        );
         let shutdown = async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         };
         Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(
-                routes(self.pool, &self.config, watcher),
+                routes(self.pool, &self.config, watcher, metrics),
                 shutdown,
                 Some(Duration::from_secs(5)),
             )

@@ -3,8 +3,8 @@
 //! someone waits) and wakes every waiting long-poll through a `watch` channel, so
 //! 5,000 waiters cost one query per tick, not 5,000. Waiters are bounded.
 
+use prometheus_client::metrics::gauge::Gauge;
 use sqlx::MySqlPool;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -13,29 +13,33 @@ use tokio::sync::{watch, Notify};
 #[derive(Clone)]
 pub struct ChangeWatcher {
     head: watch::Receiver<i64>,
-    waiters: Arc<AtomicUsize>,
+    /// Long-polls waiting now: the bound's counter and the exported metric at once.
+    waiters: Gauge,
     wake_poller: Arc<Notify>,
     /// Most long-polls waiting at once; more get 503.
     pub max_waiters: usize,
     shutdown: watch::Receiver<bool>,
-    metrics: Arc<crate::metrics::ApiMetrics>,
 }
 
 /// A slot among the bounded waiters, released on drop.
-pub struct WaiterSlot(Arc<AtomicUsize>, Arc<crate::metrics::ApiMetrics>);
+pub struct WaiterSlot(Gauge);
 
 impl Drop for WaiterSlot {
     fn drop(&mut self) {
-        let left = self.0.fetch_sub(1, Ordering::SeqCst) - 1;
-        self.1.waiting_longpolls.set(left as i64);
+        self.0.dec();
     }
 }
 
 impl ChangeWatcher {
-    /// Starts the polling task; it ends when `shutdown` turns true.
-    pub fn start(pool: MySqlPool, max_waiters: usize, shutdown: watch::Receiver<bool>) -> Self {
+    /// Starts the polling task; it ends when `shutdown` turns true. `waiters` is
+    /// the gauge exported as the number of waiting long-polls.
+    pub fn start(
+        pool: MySqlPool,
+        max_waiters: usize,
+        shutdown: watch::Receiver<bool>,
+        waiters: Gauge,
+    ) -> Self {
         let (tx, head) = watch::channel(0i64);
-        let waiters = Arc::new(AtomicUsize::new(0));
         let wake_poller = Arc::new(Notify::new());
         let (w, n, mut stop) = (waiters.clone(), wake_poller.clone(), shutdown.clone());
         tokio::spawn(async move {
@@ -43,7 +47,7 @@ impl ChangeWatcher {
                 if *stop.borrow() {
                     return;
                 }
-                if w.load(Ordering::SeqCst) == 0 {
+                if w.get() <= 0 {
                     tokio::select! {
                         _ = n.notified() => {}
                         _ = stop.changed() => return,
@@ -75,21 +79,14 @@ impl ChangeWatcher {
             wake_poller,
             max_waiters,
             shutdown,
-            metrics: Arc::default(),
         }
-    }
-
-    /// The instance's metrics (shared with the request middleware).
-    pub fn metrics(&self) -> Arc<crate::metrics::ApiMetrics> {
-        self.metrics.clone()
     }
 
     /// Takes a waiter slot, or `None` when `max_waiters` are already waiting.
     pub fn enter(&self) -> Option<WaiterSlot> {
-        let n = self.waiters.fetch_add(1, Ordering::SeqCst);
-        self.metrics.waiting_longpolls.set(n as i64 + 1);
-        let slot = WaiterSlot(self.waiters.clone(), self.metrics.clone());
-        if n >= self.max_waiters {
+        let n = self.waiters.inc(); // the count before this waiter
+        let slot = WaiterSlot(self.waiters.clone());
+        if n >= self.max_waiters as i64 {
             return None;
         }
         if n == 0 {
