@@ -33,6 +33,9 @@ pub struct ProcessorConfig {
     /// `KAFKA_MAX_POLL_INTERVAL_MS`: also the rebalance timeout a broker may wait
     /// for members to rejoin (default 300000; at least the session timeout).
     pub max_poll_interval_ms: u32,
+    /// `PROCESSOR_BACKTEST_LOOKBACK`: how far before a requested backtest's range
+    /// the replay starts reading, so runs in progress are rebuilt (default 6h).
+    pub backtest_lookback: Duration,
 }
 
 impl ProcessorConfig {
@@ -81,6 +84,8 @@ impl ProcessorConfig {
             fetch_wait_max_ms: s.parse_or("KAFKA_FETCH_WAIT_MAX_MS", 100u32)?,
             session_timeout_ms,
             max_poll_interval_ms,
+            backtest_lookback: s
+                .duration_or("PROCESSOR_BACKTEST_LOOKBACK", Duration::from_secs(6 * 3600))?,
         })
     }
 }

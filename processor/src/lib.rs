@@ -15,6 +15,7 @@ pub mod backtest;
 pub mod config;
 pub mod fold;
 pub mod incidents;
+pub mod jobs;
 pub mod replay;
 pub mod service;
 pub mod store;

@@ -18,7 +18,29 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use sqlx::{MySqlPool, Row};
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// How far a replay has come: events read so far out of those it expects to read
+/// (the log between each partition's start and its high watermark at the start).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Events read.
+    pub read: AtomicU64,
+    /// Events expected (known once the partitions are positioned).
+    pub expected: AtomicU64,
+}
+
+impl Progress {
+    /// Fraction done, 0..=1.
+    pub fn fraction(&self) -> f64 {
+        let expected = self.expected.load(Ordering::Relaxed);
+        if expected == 0 {
+            return 0.0;
+        }
+        (self.read.load(Ordering::Relaxed) as f64 / expected as f64).min(1.0)
+    }
+}
 
 /// What to replay.
 #[derive(Debug, Clone)]
@@ -54,6 +76,8 @@ pub enum Difference {
 pub struct ReplayResult {
     /// Incidents that would have existed in the range, in opening order.
     pub incidents: Vec<IncidentRecord>,
+    /// The incidents recorded in the range, as seen at its end.
+    pub recorded: Vec<IncidentRecord>,
     /// Differences against the recorded incidents of the range.
     pub differences: Vec<Difference>,
     /// Events read from the log.
@@ -181,6 +205,17 @@ pub async fn replay(
     topic: &str,
     req: &ReplayRequest,
 ) -> anyhow::Result<ReplayResult> {
+    replay_with_progress(pool, brokers, topic, req, &Progress::default()).await
+}
+
+/// Replays `[from, to]` of `topic`, counting into `progress` as it reads.
+pub async fn replay_with_progress(
+    pool: &MySqlPool,
+    brokers: &str,
+    topic: &str,
+    req: &ReplayRequest,
+    progress: &Progress,
+) -> anyhow::Result<ReplayResult> {
     let start_bucket = (req.from - chrono::Duration::from_std(req.lookback)?)
         .timestamp_millis()
         .div_euclid(3_600_000)
@@ -217,6 +252,9 @@ pub async fn replay(
         let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
         if high > start {
             remaining.insert(p, high);
+            progress
+                .expected
+                .fetch_add((high - start) as u64, Ordering::Relaxed);
         }
     }
     let mut fold = Fold::new(req.rules);
@@ -255,6 +293,7 @@ pub async fn replay(
             remaining.remove(&p);
         }
         events_read += 1;
+        progress.read.fetch_add(1, Ordering::Relaxed);
         let Ok(env) = Envelope::decode(m.payload().unwrap_or_default()) else {
             continue;
         };
@@ -287,6 +326,7 @@ pub async fn replay(
     let recorded = recorded(pool, req).await?;
     Ok(ReplayResult {
         differences: diff(&incidents, &recorded),
+        recorded,
         incidents,
         events_read,
     })

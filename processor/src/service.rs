@@ -302,6 +302,17 @@ impl Processor {
             self.outbox_ready.clone(),
         ));
         self.outbox_ready.notify_one();
+        let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
+        let jobs_task = tokio::spawn(
+            crate::jobs::JobRunner {
+                pool: self.store.pool().clone(),
+                brokers: self.config.kafka_brokers.clone(),
+                topic: self.config.topic.clone(),
+                worker: format!("{}/{}", self.config.group_id, uuid::Uuid::new_v4().simple()),
+                lookback: self.config.backtest_lookback,
+            }
+            .run(jobs_stopped),
+        );
         tokio::pin!(shutdown);
         let Some(consumer) = self.consumer.take() else {
             anyhow::bail!("processor already ran")
@@ -358,6 +369,8 @@ impl Processor {
         self.outbox_ready.notify_one();
         tokio::time::sleep(Duration::from_millis(50)).await;
         outbox_task.abort();
+        let _ = stop_jobs.send(true);
+        let _ = jobs_task.await;
         Ok(())
     }
 

@@ -88,6 +88,11 @@ fn ts(t: DateTime<Utc>) -> chrono::NaiveDateTime {
 }
 
 impl Store {
+    /// The projection database.
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
     /// A store for `group` consuming `topic`.
     pub fn new(pool: MySqlPool, group: &str, topic: &str) -> Self {
         Store {

@@ -12,6 +12,7 @@
 //! - [`settings`]: typed configuration lookup with errors that name the key.
 //! - [`duration`]: the duration syntax of SPEC §3 (`0`, `45s`, `30m`, `1h30m`).
 
+pub mod backtest;
 pub mod duration;
 pub mod envelope;
 pub mod events;

@@ -4,7 +4,7 @@
 // /api/incidents/changes and resume from the last cursor after any error.
 'use strict';
 
-const state = { csrf: '', role: '', incidents: new Map(), cursor: null, machines: [] };
+const state = { csrf: '', role: '', incidents: new Map(), cursor: null, machines: [], rulesInForce: null };
 
 function el(tag, text, cls) {
   const e = document.createElement(tag);
@@ -199,6 +199,182 @@ document.getElementById('rules-form').addEventListener('submit', async (ev) => {
   catch (e) { msg.className = 'error'; msg.textContent = e.message; }
 });
 
+// ---- backtest -------------------------------------------------------------------
+// A backtest is recorded by the API and run by a processor; this page polls its
+// progress, then draws per-rule counts and, per machine, the metric over the range
+// with both thresholds and the recorded vs would-be incident intervals (SVG).
+
+const RULES = ['cpu', 'mem', 'disk', 'unreachable'];
+const SVG_NS = 'http://www.w3.org/2000/svg';
+function svgEl(tag, attrs) {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, String(v));
+  return e;
+}
+function localInput(d) {
+  const p = (n) => String(n).padStart(2, '0');
+  return d.getFullYear() + '-' + p(d.getMonth() + 1) + '-' + p(d.getDate()) + 'T' + p(d.getHours()) + ':' + p(d.getMinutes()) + ':' + p(d.getSeconds());
+}
+
+async function loadBacktestForm() {
+  const r = await api('GET', '/api/rules');
+  state.rulesInForce = r;
+  if (!document.getElementById('bt-from').value) {
+    const now = new Date();
+    document.getElementById('bt-to').value = localInput(new Date(now.getTime() + 60000));
+    document.getElementById('bt-from').value = localInput(new Date(now.getTime() - 24 * 3600 * 1000));
+  }
+  const tbody = document.querySelector('#bt-rules tbody');
+  if (tbody.children.length) return;
+  tbody.replaceChildren(...RULES.map((name) => {
+    const tr = el('tr');
+    tr.dataset.rule = name;
+    const input = (field, value, type) => {
+      const i = el('input');
+      i.name = 'bt.' + name + '.' + field; i.value = value; i.type = type; i.step = 'any';
+      i.disabled = name === 'unreachable' && field !== 'for';
+      const td = el('td'); td.append(i); return td;
+    };
+    const now = r[name];
+    tr.append(el('td', name), input('threshold', now.threshold, 'number'), input('for', now.for, 'text'),
+      input('hysteresis', now.hysteresis, 'number'),
+      el('td', name === 'unreachable' ? 'for ' + now.for : '> ' + now.threshold + '% for ' + now.for, 'muted'));
+    return tr;
+  }));
+}
+
+function backtestBody() {
+  const v = (rule, f) => document.querySelector('input[name="bt.' + rule + '.' + f + '"]').value;
+  const rules = { staleness_intervals: state.rulesInForce.staleness_intervals };
+  for (const name of RULES) rules[name] = { threshold: Number(v(name, 'threshold')), for: v(name, 'for'), hysteresis: Number(v(name, 'hysteresis')) };
+  const machines = document.getElementById('bt-machines').value.split(',').map((s) => s.trim()).filter(Boolean);
+  return {
+    from: new Date(document.getElementById('bt-from').value).toISOString(),
+    to: new Date(document.getElementById('bt-to').value).toISOString(),
+    machines, rules,
+  };
+}
+
+document.getElementById('bt-form').addEventListener('submit', async (ev) => {
+  ev.preventDefault();
+  const status = document.getElementById('bt-status');
+  const bar = document.getElementById('bt-progress');
+  const run = document.getElementById('bt-run');
+  document.getElementById('bt-result').hidden = true;
+  status.className = '';
+  run.disabled = true;
+  try {
+    const created = await api('POST', '/api/backtests', backtestBody());
+    bar.hidden = false; bar.value = 0;
+    let bt;
+    for (;;) {
+      bt = await api('GET', '/api/backtests/' + created.id);
+      bar.value = bt.progress;
+      status.textContent = bt.status === 'queued' ? 'queued: waiting for a processor'
+        : bt.status + ': ' + Math.round(bt.progress * 100) + '%, ' + bt.events_read.toLocaleString() + ' events replayed';
+      if (bt.status === 'done' || bt.status === 'failed') break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    if (bt.status === 'failed') throw new Error('backtest failed: ' + bt.error);
+    status.textContent = 'done: ' + bt.result.events_read.toLocaleString() + ' events replayed' + (bt.result.truncated ? ' (lists cut at 10,000)' : '');
+    await renderBacktest(bt);
+  } catch (e) {
+    status.className = 'error';
+    status.textContent = e.message;
+  } finally {
+    run.disabled = false;
+    bar.hidden = true;
+  }
+});
+
+async function renderBacktest(bt) {
+  const r = bt.result;
+  const two = (a, b, digits) => a.toFixed(digits) + ' / ' + b.toFixed(digits);
+  document.querySelector('#bt-counts tbody').replaceChildren(...r.rules.map((c) => {
+    const tr = el('tr');
+    tr.dataset.rule = c.rule;
+    tr.append(el('td', c.rule), el('td', c.would_open, 'would-open'), el('td', c.actual, 'actual'),
+      el('td', c.added, c.added ? 'diff-added' : ''), el('td', c.removed, c.removed ? 'diff-removed' : ''), el('td', c.changed),
+      el('td', two(c.would_be_quality.incidents_per_day, c.actual_quality.incidents_per_day, 2)),
+      el('td', two(c.would_be_quality.hours_in_incident, c.actual_quality.hours_in_incident, 2)),
+      el('td', two(c.would_be_quality.flips_per_day, c.actual_quality.flips_per_day, 2)));
+    return tr;
+  }));
+  // One timeline per machine x rule that has a recorded or would-be incident.
+  const groups = new Map();
+  const add = (i, kind) => {
+    const key = i.machine + '\u0000' + i.rule;
+    if (!groups.has(key)) groups.set(key, { machine: i.machine, rule: i.rule, actual: [], would: [] });
+    groups.get(key)[kind].push(i);
+  };
+  r.recorded.forEach((i) => add(i, 'actual'));
+  r.incidents.forEach((i) => add(i, 'would'));
+  const keys = [...groups.keys()].sort();
+  const shown = keys.slice(0, 40);
+  const box = document.getElementById('bt-timelines');
+  box.replaceChildren();
+  if (keys.length > shown.length) box.append(el('p', 'showing ' + shown.length + ' of ' + keys.length + ' machine/rule timelines', 'muted'));
+  if (!keys.length) box.append(el('p', 'no incidents, recorded or would-be, in this range', 'muted'));
+  if (!state.machines.length) { try { state.machines = (await api('GET', '/api/machines')).machines; } catch (e) { /* drawn without lines */ } }
+  const from = new Date(bt.from).getTime(), to = new Date(bt.to).getTime();
+  const samples = new Map();
+  for (const key of shown) {
+    const g = groups.get(key);
+    const div = el('div', undefined, 'timeline');
+    div.dataset.machine = g.machine; div.dataset.rule = g.rule;
+    div.append(el('h3', g.machine + ' · ' + g.rule + ' · recorded ' + g.actual.length + ', would-be ' + g.would.length));
+    box.append(div);
+    const m = state.machines.find((x) => x.name === g.machine);
+    if (m && !samples.has(g.machine)) {
+      samples.set(g.machine, api('GET', '/api/machines/' + m.id + '/samples?from=' + encodeURIComponent(bt.from) + '&to=' + encodeURIComponent(bt.to))
+        .then((s) => s.samples).catch(() => []));
+    }
+    const series = m ? await samples.get(g.machine) : [];
+    div.append(timeline(g, series, from, to, bt.baseline[g.rule].threshold, bt.rules[g.rule].threshold));
+  }
+  document.getElementById('bt-result').hidden = false;
+}
+
+function timeline(g, series, from, to, baseThreshold, testThreshold) {
+  const W = 800, H = 160, top = 10, plot = 90, rowH = 14;
+  const x = (t) => ((t - from) / Math.max(1, to - from)) * W;
+  const y = (v) => top + plot - (v / 100) * plot;
+  const svg = svgEl('svg', { viewBox: '0 0 ' + W + ' ' + H, role: 'img' });
+  svg.append(svgEl('rect', { x: 0, y: top, width: W, height: plot, fill: '#fafafa' }));
+  const label = (text, attrs) => { const t = svgEl('text', Object.assign({ 'font-size': 9, fill: '#777' }, attrs)); t.textContent = text; svg.append(t); };
+  label(fmtTime(from), { x: 2, y: H - 2 });
+  label(fmtTime(to), { x: W - 2, y: H - 2, 'text-anchor': 'end' });
+  label('recorded', { x: 2, y: top + plot + 16 });
+  label('would-be', { x: 2, y: top + plot + 34 });
+  if (g.rule === 'unreachable') {
+    for (const s of series) {
+      if (s.failure_reason) svg.append(svgEl('rect', { x: x(new Date(s.observed_at).getTime()), y: top + plot - 12, width: 1.5, height: 12, fill: '#7f8c8d', class: 'failure' }));
+    }
+  } else {
+    const pts = series.filter((s) => s[g.rule] !== null && s[g.rule] !== undefined)
+      .map((s) => x(new Date(s.observed_at).getTime()).toFixed(1) + ',' + y(s[g.rule]).toFixed(1));
+    if (pts.length) svg.append(svgEl('polyline', { points: pts.join(' '), fill: 'none', stroke: '#2e86c1', 'stroke-width': 1.2, class: 'metric' }));
+    svg.append(svgEl('line', { x1: 0, x2: W, y1: y(baseThreshold), y2: y(baseThreshold), stroke: '#7f8c8d', 'stroke-dasharray': '6 4', class: 'threshold-actual' }));
+    svg.append(svgEl('line', { x1: 0, x2: W, y1: y(testThreshold), y2: y(testThreshold), stroke: '#e67e22', 'stroke-dasharray': '3 3', class: 'threshold-would' }));
+    label(baseThreshold + '% in force', { x: W - 2, y: y(baseThreshold) + (baseThreshold >= testThreshold ? -2 : 9), 'text-anchor': 'end' });
+    label(testThreshold + '% tested', { x: W - 120, y: y(testThreshold) + (testThreshold > baseThreshold ? -2 : 9), 'text-anchor': 'end', fill: '#e67e22' });
+  }
+  const bars = (list, row, color, cls) => {
+    for (const i of list) {
+      const a = Math.max(from, new Date(i.opened_at).getTime());
+      const b = i.resolved_at ? Math.min(to, new Date(i.resolved_at).getTime()) : to;
+      const rect = svgEl('rect', { x: x(a), y: top + plot + 6 + row * (rowH + 4), width: Math.max(2, x(b) - x(a)), height: rowH, fill: color, class: cls });
+      const tip = svgEl('title');
+      tip.textContent = (cls === 'actual' ? 'recorded ' : 'would-be ') + fmtTime(i.opened_at) + ' – ' + (i.resolved_at ? fmtTime(i.resolved_at) : 'open') + (i.peak !== null && i.peak !== undefined ? ', peak ' + i.peak.toFixed(1) + '%' : '');
+      rect.append(tip);
+      svg.append(rect);
+    }
+  };
+  bars(g.actual, 0, '#c0392b', 'actual');
+  bars(g.would, 1, '#e67e22', 'would');
+  return svg;
+}
+
 // ---- navigation ----------------------------------------------------------------
 
 function show(view) {
@@ -206,6 +382,7 @@ function show(view) {
   for (const s of document.querySelectorAll('main section')) s.hidden = s.id !== 'view-' + view;
   if (view === 'machines') loadMachines().catch(() => {});
   if (view === 'rules') loadRules().catch(() => {});
+  if (view === 'backtest') loadBacktestForm().catch((e) => { document.getElementById('bt-status').textContent = e.message; });
 }
 for (const b of document.querySelectorAll('nav button')) b.addEventListener('click', () => show(b.dataset.view));
 for (const id of ['f-status', 'f-machine', 'f-rule']) document.getElementById(id).addEventListener('input', renderIncidents);

@@ -2,6 +2,7 @@
 //! application on port 0.
 
 use crate::auth::LoginLimiter;
+use crate::backtests::BacktestsApi;
 use crate::changes::ChangeWatcher;
 use crate::config::ApiConfig;
 use crate::incidents::IncidentsApi;
@@ -20,7 +21,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The OpenAPI service: every `#[OpenApi]` impl, one per tag.
-pub type Api = OpenApiService<(IncidentsApi, MachinesApi, SessionApi, TokensApi, RulesApi), ()>;
+pub type Api = OpenApiService<
+    (
+        IncidentsApi,
+        MachinesApi,
+        SessionApi,
+        TokensApi,
+        BacktestsApi,
+        RulesApi,
+    ),
+    (),
+>;
 
 /// The OpenAPI service (also used to print the spec).
 pub fn api_service(
@@ -37,7 +48,11 @@ pub fn api_service(
             },
             MachinesApi { pool: pool.clone() },
             session,
-            TokensApi { pool },
+            TokensApi { pool: pool.clone() },
+            BacktestsApi {
+                pool,
+                defaults: rules.defaults,
+            },
             rules,
         ),
         "Resource Monitor API",

@@ -8,6 +8,7 @@
 //! - [`changes`]: the change-feed watcher that wakes long-polls.
 //! - [`machines`]: `/api/machines`.
 //! - [`rules`]: `/api/rules` (publishes `RulesChanged`).
+//! - [`backtests`]: `/api/backtests` (records requests; processors run them).
 //! - [`auth`]: passwords, sessions, tokens, roles, login rate limit.
 //! - [`session`]: `/api/session` and the authentication middleware.
 //! - [`tokens`]: `/api/tokens`.
@@ -18,6 +19,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod backtests;
 pub mod changes;
 pub mod config;
 pub mod error;

@@ -53,7 +53,7 @@ pub struct RulesDto {
     pub changed_at: Option<DateTime<Utc>>,
 }
 
-fn to_dto(
+pub(crate) fn to_dto(
     rules: &RuleSet,
     changed_by: Option<String>,
     changed_at: Option<DateTime<Utc>>,
@@ -77,7 +77,7 @@ fn to_dto(
     }
 }
 
-fn from_dto(dto: &RulesDto) -> Result<RuleSet, String> {
+pub(crate) fn from_dto(dto: &RulesDto) -> Result<RuleSet, String> {
     let mut rules = RuleSet::default();
     for (name, d) in [
         (RuleName::Cpu, &dto.cpu),
@@ -95,6 +95,19 @@ fn from_dto(dto: &RulesDto) -> Result<RuleSet, String> {
     rules.staleness_intervals = dto.staleness_intervals;
     rules.validate()?;
     Ok(rules)
+}
+
+/// The rules in force: as last set through the API, else the configured defaults.
+pub(crate) async fn rules_in_force(
+    pool: &MySqlPool,
+    defaults: RuleSet,
+) -> Result<RuleSet, sqlx::Error> {
+    let stored: Option<String> = sqlx::query_scalar("SELECT rules FROM rules_current WHERE id = 1")
+        .fetch_optional(pool)
+        .await?;
+    Ok(stored
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(defaults))
 }
 
 #[derive(ApiResponse)]
