@@ -10,10 +10,11 @@ use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use sqlx::MySqlPool;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use storage::log::EventLog;
+use storage::Db;
 use tokio::sync::{mpsc, Semaphore};
 
 /// Metrics of a running ingest.
@@ -97,27 +98,62 @@ pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow
     Ok(())
 }
 
-/// Runs ingest until `shutdown` resolves.
+/// Where ingest publishes its events.
+#[derive(Debug, Clone)]
+pub enum EventSink {
+    /// The Kafka topic of the config (`KAFKA_BROKERS`).
+    Kafka,
+    /// The embedded log (one-process mode).
+    Embedded(EventLog),
+}
+
+/// Runs ingest, publishing to Kafka, until `shutdown` resolves.
 pub async fn run(
     config: IngestConfig,
-    pool: MySqlPool,
+    db: impl Into<Db>,
+    stats: IngestStats,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    run_with(config, db.into(), EventSink::Kafka, stats, shutdown).await
+}
+
+/// Runs ingest, publishing to `sink`, until `shutdown` resolves.
+pub async fn run_with(
+    config: IngestConfig,
+    db: Db,
+    sink: EventSink,
     stats: IngestStats,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let metrics_server = serve_metrics(config.metrics_addr, stats.clone()).await?;
     let topic = config.topic.clone();
-    ensure_topic(&config.kafka_brokers, &topic, config.partitions)
-        .await
-        .context("creating the machine-event topic")?;
-    let producer = build_producer(&config.kafka_brokers).context("creating the Kafka producer")?;
     let (tx, rx) = mpsc::channel(10_000);
-    let publisher = tokio::spawn(run_publisher(
-        producer,
-        topic,
-        rx,
-        stats.publisher.clone(),
-        config.buffer_events,
-    ));
+    let publisher = match sink {
+        EventSink::Kafka => {
+            let brokers = config.kafka_brokers.clone().ok_or_else(|| {
+                proto_events::settings::SettingError {
+                    key: "KAFKA_BROKERS".into(),
+                    message: "is required".into(),
+                }
+            })?;
+            ensure_topic(&brokers, &topic, config.partitions)
+                .await
+                .context("creating the machine-event topic")?;
+            let producer = build_producer(&brokers).context("creating the Kafka producer")?;
+            tokio::spawn(run_publisher(
+                producer,
+                topic,
+                rx,
+                stats.publisher.clone(),
+                config.buffer_events,
+            ))
+        }
+        EventSink::Embedded(log) => tokio::spawn(crate::publisher::run_embedded_publisher(
+            log,
+            rx,
+            stats.publisher.clone(),
+        )),
+    };
     let limits = PollLimits {
         connect_timeout: config.connect_timeout,
         total_timeout: config.poll_timeout,
@@ -145,7 +181,7 @@ pub async fn run(
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = refresh.tick() => match load_machines(&pool).await {
+            _ = refresh.tick() => match load_machines(&db).await {
                 Ok(rows) => { registry.sync(rows, &mut scheduler, &tx).await; }
                 Err(e) => tracing::warn!(error = %e, "reading the machine registry failed; keeping the current set"),
             },

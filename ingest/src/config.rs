@@ -39,8 +39,9 @@ impl Shard {
 pub struct IngestConfig {
     /// `DATABASE_URL`: where the machine registry lives.
     pub database_url: String,
-    /// `KAFKA_BROKERS`: bootstrap servers.
-    pub kafka_brokers: String,
+    /// `KAFKA_BROKERS`: bootstrap servers (required to publish to Kafka; unused
+    /// when publishing to the embedded log).
+    pub kafka_brokers: Option<String>,
     /// Topic the events go to (fixed: `monitor.machine-events.v1`; tests use their own).
     pub topic: String,
     /// `KAFKA_PARTITIONS`: partitions to create the topic with if missing (default 6).
@@ -87,7 +88,7 @@ impl IngestConfig {
         };
         Ok(IngestConfig {
             database_url: s.required("DATABASE_URL")?,
-            kafka_brokers: s.required("KAFKA_BROKERS")?,
+            kafka_brokers: s.raw("KAFKA_BROKERS"),
             topic: proto_events::topics::MACHINE_EVENTS.to_owned(),
             partitions: s.parse_or("KAFKA_PARTITIONS", 6i32)?,
             poll_interval,

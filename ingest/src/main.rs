@@ -13,12 +13,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = IngestConfig::from_settings(&Settings::from_env())?;
-    let pool = sqlx::mysql::MySqlPoolOptions::new()
-        .max_connections(2)
-        .connect(&config.database_url)
+    let db = storage::Db::connect(&config.database_url, 2)
         .await
         .context("connecting to DATABASE_URL")?;
-    ingest::app::run(config, pool, Default::default(), async {
+    ingest::app::run(config, db, Default::default(), async {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down");
     })

@@ -120,3 +120,40 @@ pub async fn run_publisher(
         tracing::warn!(error = %e, "producer flush incomplete");
     }
 }
+
+/// Drains the scheduler's channel into the embedded event log, in batches of
+/// whatever has arrived (up to 1,000). A failed append is retried with backoff,
+/// holding the batch; meanwhile the bounded channel pushes back on the pollers.
+pub async fn run_embedded_publisher(
+    log: storage::log::EventLog,
+    mut rx: mpsc::Receiver<Envelope>,
+    stats: Arc<PublisherStats>,
+) {
+    let mut batch: Vec<Envelope> = Vec::with_capacity(1_000);
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < 1_000 {
+            match rx.try_recv() {
+                Ok(env) => batch.push(env),
+                Err(_) => break,
+            }
+        }
+        stats.buffered.set(batch.len() as i64);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match log.append(&batch).await {
+                Ok(_) => {
+                    stats.delivered.inc_by(batch.len() as u64);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, events = batch.len(), retry_in = ?backoff, "appending to the event log failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+        batch.clear();
+        stats.buffered.set(0);
+    }
+}

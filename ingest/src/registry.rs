@@ -5,8 +5,8 @@
 use crate::config::Shard;
 use crate::scheduler::{Anchor, Scheduler, Target};
 use proto_events::{Envelope, Event, MachineRemoved, MachineSpec};
-use sqlx::{MySqlPool, Row};
 use std::collections::{BTreeMap, HashMap};
+use storage::{on, Db};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
@@ -20,26 +20,25 @@ pub struct MachineRow {
 }
 
 /// Reads every machine of the registry.
-pub async fn load_machines(pool: &MySqlPool) -> Result<Vec<MachineRow>, sqlx::Error> {
-    let rows = sqlx::query("SELECT name, url, enabled, interval_ms, labels FROM machines")
-        .fetch_all(pool)
-        .await?;
-    rows.into_iter()
-        .map(|r| {
-            let labels: String = r.try_get("labels")?;
-            let interval_ms: Option<i64> = r.try_get("interval_ms")?;
-            Ok(MachineRow {
-                name: r.try_get("name")?,
-                spec: MachineSpec {
-                    url: r.try_get("url")?,
-                    enabled: r.try_get("enabled")?,
-                    interval_ms: interval_ms.and_then(|v| u64::try_from(v).ok()),
-                    labels: serde_json::from_str::<BTreeMap<String, String>>(&labels)
-                        .unwrap_or_default(),
-                },
-            })
+pub async fn load_machines(db: &Db) -> Result<Vec<MachineRow>, sqlx::Error> {
+    let rows: Vec<(String, String, bool, Option<i64>, String)> = on!(db, |p| sqlx::query_as(
+        "SELECT name, url, enabled, interval_ms, labels FROM machines"
+    )
+    .fetch_all(p)
+    .await)?;
+    Ok(rows
+        .into_iter()
+        .map(|(name, url, enabled, interval_ms, labels)| MachineRow {
+            name,
+            spec: MachineSpec {
+                url,
+                enabled,
+                interval_ms: interval_ms.and_then(|v| u64::try_from(v).ok()),
+                labels: serde_json::from_str::<BTreeMap<String, String>>(&labels)
+                    .unwrap_or_default(),
+            },
         })
-        .collect()
+        .collect())
 }
 
 /// A status URL must be absolute http or https with a host.

@@ -71,7 +71,7 @@ async fn main() -> anyhow::Result<()> {
         .args(["--scenario", &scenario_file.display().to_string(), "--listen", &format!("127.0.0.1:{port}")])
         .stdout(std::process::Stdio::null())
         .spawn()
-        .map_err(|e| anyhow::anyhow!("starting {fleet_bin} (build it with `cargo build --release -p integration-tests --bin fake-fleet`): {e}"))?;
+        .map_err(|e| anyhow::anyhow!("starting {fleet_bin} (build it with `cargo build --release -p fake-fleet --bin fake-fleet`): {e}"))?;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let (topic, _) = fresh_topics();

@@ -2,7 +2,7 @@
 //! services (MariaDB, a Kafka-protocol broker) with per-test isolation, and
 //! helpers that spawn each service in-process on port 0.
 
-pub mod fleet;
+pub use fake_fleet as fleet;
 pub mod services;
 pub mod spawn;
 pub mod streams;

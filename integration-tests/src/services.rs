@@ -40,6 +40,8 @@ pub struct TestDatabase {
     pub name: String,
     /// A pool on it.
     pub pool: MySqlPool,
+    /// The same pool behind the storage seam.
+    pub db: storage::Db,
 }
 
 /// Installs a test log subscriber once (`RUST_LOG` filters; default `warn`).
@@ -69,10 +71,14 @@ pub async fn fresh_database() -> anyhow::Result<TestDatabase> {
         .max_connections(8)
         .connect(&url)
         .await?;
-    query_api::app::migrate(&pool)
-        .await
-        .context("migrating the test database")?;
-    Ok(TestDatabase { url, name, pool })
+    let db = storage::Db::MySql(pool.clone());
+    db.migrate().await.context("migrating the test database")?;
+    Ok(TestDatabase {
+        url,
+        name,
+        pool,
+        db,
+    })
 }
 
 /// Unique topic names for one test: `(machine events, incidents)`.

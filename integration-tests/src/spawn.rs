@@ -16,7 +16,8 @@ pub struct Spawned {
 }
 
 impl Spawned {
-    fn start<F>(f: impl FnOnce(oneshot::Receiver<()>) -> F) -> Self
+    /// Spawns `f`, handing it the receiver that fires on [`Spawned::stop`].
+    pub fn start<F>(f: impl FnOnce(oneshot::Receiver<()>) -> F) -> Self
     where
         F: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
     {
@@ -143,6 +144,8 @@ pub struct Api {
     pub client: reqwest::Client,
     /// The database it serves.
     pub pool: sqlx::MySqlPool,
+    /// The same, behind the storage seam.
+    pub db: storage::Db,
     /// The machine-event topic it publishes rule changes to (fresh per test).
     pub topic: String,
 }
@@ -252,7 +255,7 @@ impl Api {
         role: query_api::auth::Role,
     ) -> anyhow::Result<Session> {
         let password = format!("{username}-correct-horse-battery");
-        query_api::auth::create_user(&self.pool, username, &password, role).await?;
+        query_api::auth::create_user(&self.db, username, &password, role).await?;
         let (answer, session) = self.login(username, &password).await?;
         session.ok_or_else(|| anyhow::anyhow!("login as {username} failed: {answer:?}"))
     }
@@ -271,7 +274,28 @@ pub async fn spawn_api_with(db_url: &str, extra: &[(&str, &str)]) -> anyhow::Res
     let topic = crate::services::fresh_topics().0;
     config.machine_events_topic = topic.clone();
     let pool = sqlx::MySqlPool::connect(db_url).await?;
-    let app = query_api::app::Application::build(&config, pool.clone()).await?;
+    let (service, base_url) = spawn_api_on(&config, storage::Db::MySql(pool.clone()), None).await?;
+    Ok(Api {
+        service,
+        base_url,
+        client: reqwest::Client::new(),
+        db: storage::Db::MySql(pool.clone()),
+        pool,
+        topic,
+    })
+}
+
+/// Starts query-api with `config` on `db` (either backend); with `embedded_log`,
+/// rule changes go to the embedded log. Returns the service and its base URL.
+pub async fn spawn_api_on(
+    config: &query_api::config::ApiConfig,
+    db: storage::Db,
+    embedded_log: Option<storage::log::EventLog>,
+) -> anyhow::Result<(Spawned, String)> {
+    let mut app = query_api::app::Application::build(config, db).await?;
+    if let Some(log) = embedded_log {
+        app = app.with_embedded_log(log);
+    }
     let base_url = format!("http://{}", app.addr());
     let service = Spawned::start(move |stop| async move {
         app.run(async {
@@ -280,11 +304,5 @@ pub async fn spawn_api_with(db_url: &str, extra: &[(&str, &str)]) -> anyhow::Res
         .await?;
         Ok(())
     });
-    Ok(Api {
-        service,
-        base_url,
-        client: reqwest::Client::new(),
-        pool,
-        topic,
-    })
+    Ok((service, base_url))
 }

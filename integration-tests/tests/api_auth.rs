@@ -27,7 +27,7 @@ async fn without_a_session_the_api_answers_401_json() -> anyhow::Result<()> {
 async fn unknown_user_and_wrong_password_look_the_same() -> anyhow::Result<()> {
     let db = fresh_database().await?;
     let api = spawn_api(&db.url).await?;
-    query_api::auth::create_user(&api.pool, "alice", "alice-long-password", Role::Admin).await?;
+    query_api::auth::create_user(&api.db, "alice", "alice-long-password", Role::Admin).await?;
     let (wrong, s1) = api.login("alice", "not-her-password").await?;
     let (unknown, s2) = api.login("mallory", "whatever-password").await?;
     assert!(s1.is_none() && s2.is_none());
@@ -197,8 +197,8 @@ async fn state_changes_need_the_csrf_token_and_the_admin_role() -> anyhow::Resul
 async fn bearer_tokens_work_for_scripts_without_csrf() -> anyhow::Result<()> {
     let db = fresh_database().await?;
     let api = spawn_api(&db.url).await?;
-    let id = query_api::auth::create_user(&api.pool, "robot", "robot-long-password", Role::Admin)
-        .await?;
+    let id =
+        query_api::auth::create_user(&api.db, "robot", "robot-long-password", Role::Admin).await?;
     let token = "tok_0123456789abcdef0123456789abcdef";
     sqlx::query("INSERT INTO api_tokens (user_id, name, token_sha256, created_at) VALUES (?, 'ci', ?, UTC_TIMESTAMP(3))")
         .bind(id)
@@ -232,7 +232,7 @@ async fn login_attempts_are_rate_limited() -> anyhow::Result<()> {
         &[("LOGIN_MAX_ATTEMPTS", "3"), ("LOGIN_WINDOW", "10m")],
     )
     .await?;
-    query_api::auth::create_user(&api.pool, "bob", "bob-long-password", Role::Viewer).await?;
+    query_api::auth::create_user(&api.db, "bob", "bob-long-password", Role::Viewer).await?;
     for _ in 0..3 {
         assert_eq!(api.login("bob", "guess-guess-guess").await?.0 .0, 401);
     }

@@ -223,7 +223,7 @@ async fn backtests_run_through_the_api_and_the_page_shows_them() -> anyhow::Resu
             && std::path::Path::new("/usr/bin/chromium").exists(),
         "Chromium and playwright-core are required (.ci/run installs them)"
     );
-    query_api::auth::create_user(&api.pool, "oncall", "oncall-long-password", Role::Viewer).await?;
+    query_api::auth::create_user(&api.db, "oncall", "oncall-long-password", Role::Viewer).await?;
     let mut child = Command::new("node")
         .arg("backtest.mjs")
         .current_dir(&browser_dir)

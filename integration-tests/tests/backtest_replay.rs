@@ -92,7 +92,7 @@ async fn replaying_the_recorded_log_with_the_live_rules_gives_an_empty_diff() ->
         lookback: Duration::from_secs(3600),
         follow_rule_changes: true,
     };
-    let same = replay(&db.pool, &kafka_brokers()?, &topic, &req).await?;
+    let same = replay(&db.db, &kafka_brokers()?, &topic, &req).await?;
     assert!(same.events_read > 20, "read {} events", same.events_read);
     let rules_seen: std::collections::BTreeSet<RuleName> =
         same.incidents.iter().map(|i| i.rule).collect();
@@ -112,7 +112,7 @@ async fn replaying_the_recorded_log_with_the_live_rules_gives_an_empty_diff() ->
     let mut what_if = req.clone();
     what_if.rules.cpu.threshold = 99.0;
     what_if.follow_rule_changes = false;
-    let fewer = replay(&db.pool, &kafka_brokers()?, &topic, &what_if).await?;
+    let fewer = replay(&db.db, &kafka_brokers()?, &topic, &what_if).await?;
     assert!(
         !fewer.incidents.iter().any(|i| i.rule == RuleName::Cpu),
         "no cpu incident above 99"

@@ -24,7 +24,7 @@ async fn log_in_see_an_incident_appear_add_a_machine_log_out() -> anyhow::Result
     );
     let db = fresh_database().await?;
     let api = spawn_api(&db.url).await?;
-    query_api::auth::create_user(&api.pool, "oncall", "oncall-long-password", Role::Admin).await?;
+    query_api::auth::create_user(&api.db, "oncall", "oncall-long-password", Role::Admin).await?;
 
     let mut child = Command::new("node")
         .arg("dashboard.mjs")

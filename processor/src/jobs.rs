@@ -8,15 +8,17 @@
 //! processor died) is claimed again, at most [`MAX_ATTEMPTS`] times.
 
 use crate::incidents::IncidentRecord;
-use crate::replay::{replay_with_progress, Difference, Progress, ReplayRequest, ReplayResult};
+use crate::replay::{
+    replay_with_progress, Difference, LogSource, Progress, ReplayRequest, ReplayResult,
+};
 use chrono::{DateTime, SecondsFormat, Utc};
 use proto_events::backtest::{
     JobRequest, JobResult, Quality, ResultDifference, ResultIncident, RuleSummary,
 };
 use proto_events::RuleName;
-use sqlx::MySqlPool;
 use std::sync::Arc;
 use std::time::Duration;
+use storage::{on, Db};
 
 /// A job whose processor died is given up after this many claims.
 pub const MAX_ATTEMPTS: i32 = 3;
@@ -145,11 +147,9 @@ pub fn summarize(from: DateTime<Utc>, to: DateTime<Utc>, replayed: &ReplayResult
 /// Runs requested backtests until `shutdown` turns true.
 pub struct JobRunner {
     /// The projection database (holds `backtests`).
-    pub pool: MySqlPool,
-    /// Kafka bootstrap servers.
-    pub brokers: String,
-    /// The machine-event topic.
-    pub topic: String,
+    pub db: Db,
+    /// The machine-event log.
+    pub log: LogSource,
     /// This runner's name in `backtests.worker`.
     pub worker: String,
     /// How far before `from` a replay reads.
@@ -195,17 +195,17 @@ impl JobRunner {
     async fn claim(&self) -> Result<Option<(String, String)>, sqlx::Error> {
         let now = Utc::now();
         let stale = (now - chrono::Duration::from_std(STALE_AFTER).unwrap_or_default()).naive_utc();
-        let candidates: Vec<(String, String, i32)> = sqlx::query_as(
+        let candidates: Vec<(String, String, i32)> = on!(&self.db, |p| sqlx::query_as(
             "SELECT id, request, attempts FROM backtests \
              WHERE status = 'queued' OR (status = 'running' AND heartbeat_at < ?) \
              ORDER BY requested_at LIMIT 5",
         )
         .bind(stale)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(p)
+        .await)?;
         for (id, request, attempts) in candidates {
             if attempts >= MAX_ATTEMPTS {
-                sqlx::query(
+                on!(&self.db, |p| sqlx::query(
                     "UPDATE backtests SET status = 'failed', finished_at = ?, \
                      error = 'abandoned: its processor stopped during every attempt' \
                      WHERE id = ? AND attempts = ?",
@@ -213,11 +213,13 @@ impl JobRunner {
                 .bind(now.naive_utc())
                 .bind(&id)
                 .bind(attempts)
-                .execute(&self.pool)
-                .await?;
+                .execute(p)
+                .await
+                .map(|_| ()))?;
                 continue;
             }
-            let won = sqlx::query(
+            let won = on!(&self.db, |p| {
+                sqlx::query(
                 "UPDATE backtests SET status = 'running', worker = ?, attempts = attempts + 1, \
                  started_at = ?, heartbeat_at = ?, progress = 0, events_read = 0 \
                  WHERE id = ? AND attempts = ? AND (status = 'queued' OR (status = 'running' AND heartbeat_at < ?))",
@@ -228,10 +230,10 @@ impl JobRunner {
             .bind(&id)
             .bind(attempts)
             .bind(stale)
-            .execute(&self.pool)
-            .await?
-            .rows_affected()
-                == 1;
+            .execute(p)
+            .await
+            .map(|d| d.rows_affected())
+            })? == 1;
             if won {
                 return Ok(Some((id, request)));
             }
@@ -247,23 +249,22 @@ impl JobRunner {
         };
         let now = Utc::now().naive_utc();
         let written = match &outcome {
-            Ok(result) => {
-                sqlx::query(
-                    "UPDATE backtests SET status = 'done', progress = 1, events_read = ?, \
+            Ok(result) => on!(&self.db, |p| sqlx::query(
+                "UPDATE backtests SET status = 'done', progress = 1, events_read = ?, \
                      finished_at = ?, heartbeat_at = ?, result = ? WHERE id = ? AND worker = ?",
-                )
-                .bind(result.events_read as i64)
-                .bind(now)
-                .bind(now)
-                .bind(serde_json::to_string(result).unwrap_or_default())
-                .bind(id)
-                .bind(&self.worker)
-                .execute(&self.pool)
-                .await
-            }
+            )
+            .bind(result.events_read as i64)
+            .bind(now)
+            .bind(now)
+            .bind(serde_json::to_string(result).unwrap_or_default())
+            .bind(id)
+            .bind(&self.worker)
+            .execute(p)
+            .await
+            .map(|_| ())),
             Err(why) => {
                 tracing::warn!(backtest = id, error = %why, "backtest failed");
-                sqlx::query(
+                on!(&self.db, |p| sqlx::query(
                     "UPDATE backtests SET status = 'failed', finished_at = ?, error = ? \
                      WHERE id = ? AND worker = ?",
                 )
@@ -271,8 +272,9 @@ impl JobRunner {
                 .bind(why)
                 .bind(id)
                 .bind(&self.worker)
-                .execute(&self.pool)
+                .execute(p)
                 .await
+                .map(|_| ()))
             }
         };
         if let Err(e) = written {
@@ -293,8 +295,8 @@ impl JobRunner {
         };
         let progress = Arc::new(Progress::default());
         let beat = {
-            let (pool, id, worker, progress) = (
-                self.pool.clone(),
+            let (db, id, worker, progress) = (
+                self.db.clone(),
                 id.to_owned(),
                 self.worker.clone(),
                 progress.clone(),
@@ -302,7 +304,7 @@ impl JobRunner {
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    let _ = sqlx::query(
+                    let _ = on!(&db, |p| sqlx::query(
                         "UPDATE backtests SET progress = ?, events_read = ?, heartbeat_at = ? \
                          WHERE id = ? AND worker = ? AND status = 'running'",
                     )
@@ -311,13 +313,13 @@ impl JobRunner {
                     .bind(Utc::now().naive_utc())
                     .bind(&id)
                     .bind(&worker)
-                    .execute(&pool)
-                    .await;
+                    .execute(p)
+                    .await
+                    .map(|_| ()));
                 }
             })
         };
-        let replayed =
-            replay_with_progress(&self.pool, &self.brokers, &self.topic, &req, &progress).await;
+        let replayed = replay_with_progress(&self.db, &self.log, &req, &progress).await;
         beat.abort();
         Ok(summarize(job.from, job.to, &replayed?))
     }
@@ -378,6 +380,7 @@ mod tests {
             recorded: vec![kept.clone(), gone.clone()],
             differences: vec![Difference::Added(new), Difference::Removed(gone)],
             events_read: 7,
+            read_time: Duration::ZERO,
         };
         let s = summarize(from, to, &replayed);
         let cpu = &s.rules[RuleName::ALL

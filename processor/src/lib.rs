@@ -8,12 +8,18 @@
 //! - [`backtest`]: backtests over an offline history file (SPEC §5).
 //! - [`replay`]: backtests over the recorded log, with the diff against recorded incidents.
 //! - [`config`]: settings from the environment.
-//! - [`store`]: the MySQL projections, fold state, offsets and outbox (one transaction per batch).
-//! - [`service`]: the consumer-group member that ties them together.
+//! - [`store`]: the projections, fold state, offsets and outbox (one transaction
+//!   per batch), on MySQL or the embedded SQLite file.
+//! - [`folder`]: partition state, folding into a batch, committing it (log-independent).
+//! - [`service`]: the Kafka consumer-group member that drives the folder.
+//! - [`embedded`]: the embedded-log reader that drives it in one-process mode.
+//! - [`jobs`]: backtests requested through the API.
 
 pub mod backtest;
 pub mod config;
+pub mod embedded;
 pub mod fold;
+pub mod folder;
 pub mod incidents;
 pub mod jobs;
 pub mod replay;

@@ -29,7 +29,7 @@ enum Command {
         /// JSON Lines: the status payload plus `machine` and `at`, or `error`.
         #[arg(long, value_name = "FILE.jsonl", required_unless_present = "from", conflicts_with_all = ["from", "to"])]
         history: Option<std::path::PathBuf>,
-        /// Start of the recorded range to replay (RFC 3339); needs DATABASE_URL and KAFKA_BROKERS.
+        /// Start of the recorded range to replay (RFC 3339); needs DATABASE_URL (and KAFKA_BROKERS with MySQL).
         #[arg(long, value_name = "TIME", requires = "to")]
         from: Option<String>,
         /// End of the recorded range (RFC 3339).
@@ -90,15 +90,13 @@ fn serve() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(async move {
-            let pool = sqlx::mysql::MySqlPoolOptions::new()
-                .max_connections(4)
-                .connect(&config.database_url)
+            let db = storage::Db::connect(&config.database_url, 4)
                 .await
                 .context("connecting to DATABASE_URL")?;
-            processor::store::migrate(&pool)
+            processor::store::migrate(&db)
                 .await
                 .context("applying migrations")?;
-            let processor = processor::service::Processor::build(config, pool).await?;
+            let processor = processor::service::Processor::build(config, db).await?;
             processor
                 .run(async {
                     let _ = tokio::signal::ctrl_c().await;
@@ -135,17 +133,37 @@ fn replay(
     };
     anyhow::ensure!(req.from <= req.to, "--from is after --to");
     let database_url = settings.required("DATABASE_URL")?;
-    let brokers = settings.required("KAFKA_BROKERS")?;
+    // The embedded store (sqlite://) holds its own log; MySQL goes with Kafka.
+    let brokers = if database_url.starts_with("sqlite:") {
+        None
+    } else {
+        Some(settings.required("KAFKA_BROKERS")?)
+    };
     let started = Instant::now();
     let result = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(async {
-            let pool = sqlx::MySqlPool::connect(&database_url)
+            let db = storage::Db::connect(&database_url, 2)
                 .await
                 .context("connecting to DATABASE_URL")?;
-            processor::replay::replay(&pool, &brokers, proto_events::topics::MACHINE_EVENTS, &req)
-                .await
+            let log = match (&db, brokers) {
+                (storage::Db::Sqlite(pool), _) => processor::replay::LogSource::Embedded(
+                    storage::log::EventLog::new(pool.clone()),
+                ),
+                (_, Some(brokers)) => processor::replay::LogSource::Kafka {
+                    brokers,
+                    topic: proto_events::topics::MACHINE_EVENTS.to_owned(),
+                },
+                (_, None) => anyhow::bail!("KAFKA_BROKERS is required with a MySQL DATABASE_URL"),
+            };
+            processor::replay::replay_with_progress(
+                &db,
+                &log,
+                &req,
+                &processor::replay::Progress::default(),
+            )
+            .await
         })?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());

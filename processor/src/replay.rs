@@ -16,10 +16,11 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use sqlx::{MySqlPool, Row};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use storage::log::EventLog;
+use storage::{on, Db};
 
 /// How far a replay has come: events read so far out of those it expects to read
 /// (the log between each partition's start and its high watermark at the start).
@@ -82,6 +83,33 @@ pub struct ReplayResult {
     pub differences: Vec<Difference>,
     /// Events read from the log.
     pub events_read: u64,
+    /// From the first event read to the last (without the group join before it
+    /// or the quiet wait after it).
+    pub read_time: Duration,
+}
+
+/// Where a replay reads the machine-event log from.
+#[derive(Debug, Clone)]
+pub enum LogSource {
+    /// A Kafka topic.
+    Kafka {
+        /// Bootstrap servers.
+        brokers: String,
+        /// The machine-event topic.
+        topic: String,
+    },
+    /// The embedded log (one-process mode).
+    Embedded(EventLog),
+}
+
+impl LogSource {
+    /// The topic name the time index is kept under.
+    pub fn topic(&self) -> &str {
+        match self {
+            LogSource::Kafka { topic, .. } => topic,
+            LogSource::Embedded(_) => storage::log::TOPIC,
+        }
+    }
 }
 
 struct PositionAt(HashMap<i32, i64>);
@@ -116,52 +144,55 @@ fn overlaps(i: &IncidentRecord, from: DateTime<Utc>, to: DateTime<Utc>) -> bool 
     i.opened_at <= to && i.resolved_at.is_none_or(|r| r >= from)
 }
 
+/// An `incidents` row as stored.
+#[derive(sqlx::FromRow)]
+struct RecordedRow {
+    id: String,
+    machine: String,
+    rule: String,
+    threshold: f64,
+    for_ms: i64,
+    started_at: chrono::NaiveDateTime,
+    opened_at: chrono::NaiveDateTime,
+    peak: Option<f64>,
+    last_value: Option<f64>,
+    last_breach_at: chrono::NaiveDateTime,
+    resolved_at: Option<chrono::NaiveDateTime>,
+    resolution: String,
+}
+
 /// Recorded incidents of the range, as seen at `to` (a resolution after `to` does
 /// not count yet).
-async fn recorded(
-    pool: &MySqlPool,
-    req: &ReplayRequest,
-) -> Result<Vec<IncidentRecord>, sqlx::Error> {
-    let rows = sqlx::query(
+async fn recorded(db: &Db, req: &ReplayRequest) -> Result<Vec<IncidentRecord>, sqlx::Error> {
+    let rows: Vec<RecordedRow> = on!(db, |p| {
+        sqlx::query_as(
         "SELECT id, machine, rule, threshold, for_ms, started_at, opened_at, peak, last_value, last_breach_at, resolved_at, resolution \
          FROM incidents WHERE opened_at <= ? AND (resolved_at IS NULL OR resolved_at >= ?)",
     )
     .bind(req.to.naive_utc())
     .bind(req.from.naive_utc())
-    .fetch_all(pool)
-    .await?;
+    .fetch_all(p)
+    .await
+    })?;
     let mut out = Vec::new();
     for r in rows {
-        let machine: String = r.try_get("machine")?;
-        if !req.machines.is_empty() && !req.machines.contains(&machine) {
+        if !req.machines.is_empty() && !req.machines.contains(&r.machine) {
             continue;
         }
-        let resolved_at = r
-            .try_get::<Option<chrono::NaiveDateTime>, _>("resolved_at")?
-            .map(|t| t.and_utc())
-            .filter(|t| *t <= req.to);
+        let resolved_at = r.resolved_at.map(|t| t.and_utc()).filter(|t| *t <= req.to);
         out.push(IncidentRecord {
-            id: r.try_get::<String, _>("id")?.parse().unwrap_or_default(),
-            machine,
-            rule: r
-                .try_get::<String, _>("rule")?
-                .parse()
-                .unwrap_or(proto_events::RuleName::Cpu),
-            threshold: r.try_get("threshold")?,
-            for_ms: r.try_get::<i64, _>("for_ms")? as u64,
-            started_at: r
-                .try_get::<chrono::NaiveDateTime, _>("started_at")?
-                .and_utc(),
-            opened_at: r
-                .try_get::<chrono::NaiveDateTime, _>("opened_at")?
-                .and_utc(),
-            peak: r.try_get("peak")?,
-            last_value: r.try_get("last_value")?,
-            last_breach_at: r
-                .try_get::<chrono::NaiveDateTime, _>("last_breach_at")?
-                .and_utc(),
+            id: r.id.parse().unwrap_or_default(),
+            machine: r.machine,
+            rule: r.rule.parse().unwrap_or(proto_events::RuleName::Cpu),
+            threshold: r.threshold,
+            for_ms: r.for_ms as u64,
+            started_at: r.started_at.and_utc(),
+            opened_at: r.opened_at.and_utc(),
+            peak: r.peak,
+            last_value: r.last_value,
+            last_breach_at: r.last_breach_at.and_utc(),
             resolution: if resolved_at.is_some() {
-                r.try_get("resolution")?
+                r.resolution
             } else {
                 String::new()
             },
@@ -198,24 +229,92 @@ pub fn diff(would_be: &[IncidentRecord], recorded: &[IncidentRecord]) -> Vec<Dif
     out
 }
 
-/// Replays `[from, to]` of `topic`.
+/// Replays `[from, to]` of a Kafka topic.
 pub async fn replay(
-    pool: &MySqlPool,
+    db: &Db,
     brokers: &str,
     topic: &str,
     req: &ReplayRequest,
 ) -> anyhow::Result<ReplayResult> {
-    replay_with_progress(pool, brokers, topic, req, &Progress::default()).await
+    let log = LogSource::Kafka {
+        brokers: brokers.to_owned(),
+        topic: topic.to_owned(),
+    };
+    replay_with_progress(db, &log, req, &Progress::default()).await
 }
 
-/// Replays `[from, to]` of `topic`, counting into `progress` as it reads.
-pub async fn replay_with_progress(
-    pool: &MySqlPool,
-    brokers: &str,
+/// The folding side of a replay: events in, would-be incidents out.
+struct Replayer<'a> {
+    req: &'a ReplayRequest,
+    wanted: BTreeSet<&'a str>,
+    fold: Fold,
+    book: IncidentBook,
+    out: Vec<Envelope>,
+}
+
+impl<'a> Replayer<'a> {
+    fn new(req: &'a ReplayRequest) -> Self {
+        Replayer {
+            req,
+            wanted: req.machines.iter().map(String::as_str).collect(),
+            fold: Fold::new(req.rules),
+            book: IncidentBook::new(),
+            out: Vec::new(),
+        }
+    }
+
+    fn apply(&mut self, payload: &[u8]) {
+        let Ok(env) = Envelope::decode(payload) else {
+            return;
+        };
+        if env.at > self.req.to
+            || (!self.wanted.is_empty()
+                && !env.machine.is_empty()
+                && !self.wanted.contains(env.machine.as_str()))
+        {
+            return;
+        }
+        if matches!(env.event, Event::RulesChanged(_)) && !self.req.follow_rule_changes {
+            return; // a what-if: the rules under test replace the recorded ones
+        }
+        self.out.clear();
+        self.fold.apply(&env, &mut self.out);
+        for o in &self.out {
+            self.book.apply(o);
+        }
+    }
+
+    async fn finish(
+        self,
+        db: &Db,
+        events_read: u64,
+        read_time: Duration,
+    ) -> anyhow::Result<ReplayResult> {
+        let (from, to) = (self.req.from, self.req.to);
+        let incidents: Vec<IncidentRecord> = self
+            .book
+            .into_records()
+            .into_iter()
+            .filter(|i| overlaps(i, from, to))
+            .collect();
+        let recorded = recorded(db, self.req).await?;
+        Ok(ReplayResult {
+            differences: diff(&incidents, &recorded),
+            recorded,
+            incidents,
+            events_read,
+            read_time,
+        })
+    }
+}
+
+/// Where each partition's replay starts: the time index's first offset at or
+/// after `from - lookback`.
+async fn start_offsets(
+    db: &Db,
     topic: &str,
     req: &ReplayRequest,
-    progress: &Progress,
-) -> anyhow::Result<ReplayResult> {
+) -> anyhow::Result<HashMap<i32, i64>> {
     let start_bucket = (req.from - chrono::Duration::from_std(req.lookback)?)
         .timestamp_millis()
         .div_euclid(3_600_000)
@@ -223,18 +322,78 @@ pub async fn replay_with_progress(
     let start_bucket = DateTime::from_timestamp_millis(start_bucket)
         .unwrap_or_default()
         .naive_utc();
-    let rows = sqlx::query("SELECT partition_id, MIN(first_offset) AS start FROM event_time_index WHERE topic = ? AND bucket_start >= ? GROUP BY partition_id")
-        .bind(topic)
-        .bind(start_bucket)
-        .fetch_all(pool)
-        .await?;
-    let mut starts = HashMap::new();
-    for r in rows {
-        starts.insert(
-            r.try_get::<i32, _>("partition_id")?,
-            r.try_get::<i64, _>("start")?,
-        );
+    let rows: Vec<(i32, i64)> = on!(db, |p| sqlx::query_as(
+        "SELECT partition_id, MIN(first_offset) AS start FROM event_time_index \
+         WHERE topic = ? AND bucket_start >= ? GROUP BY partition_id"
+    )
+    .bind(topic)
+    .bind(start_bucket)
+    .fetch_all(p)
+    .await)?;
+    Ok(rows.into_iter().collect())
+}
+
+/// Replays `[from, to]` of the machine-event log, counting into `progress`.
+pub async fn replay_with_progress(
+    db: &Db,
+    log: &LogSource,
+    req: &ReplayRequest,
+    progress: &Progress,
+) -> anyhow::Result<ReplayResult> {
+    let starts = start_offsets(db, log.topic(), req).await?;
+    match log {
+        LogSource::Kafka { brokers, topic } => {
+            replay_kafka(db, brokers, topic, starts, req, progress).await
+        }
+        LogSource::Embedded(events) => replay_embedded(db, events, starts, req, progress).await,
     }
+}
+
+/// Reads the embedded log from the indexed start to where it ends now.
+async fn replay_embedded(
+    db: &Db,
+    events: &EventLog,
+    starts: HashMap<i32, i64>,
+    req: &ReplayRequest,
+    progress: &Progress,
+) -> anyhow::Result<ReplayResult> {
+    let mut replayer = Replayer::new(req);
+    let Some(&start) = starts.get(&storage::log::PARTITION) else {
+        return replayer.finish(db, 0, Duration::ZERO).await;
+    };
+    let end = events.end().await?;
+    progress
+        .expected
+        .fetch_add(end.saturating_sub(start) as u64, Ordering::Relaxed);
+    let started = std::time::Instant::now();
+    let (mut next, mut read) = (start, 0u64);
+    while next < end {
+        let page = events.read(next, 10_000).await?;
+        let Some(&(last, _)) = page.last() else {
+            break;
+        };
+        for (offset, payload) in &page {
+            if *offset >= end {
+                break;
+            }
+            read += 1;
+            replayer.apply(payload);
+        }
+        progress.read.store(read, Ordering::Relaxed);
+        next = last + 1;
+    }
+    replayer.finish(db, read, started.elapsed()).await
+}
+
+/// Reads each Kafka partition from its indexed start to its high watermark.
+async fn replay_kafka(
+    db: &Db,
+    brokers: &str,
+    topic: &str,
+    starts: HashMap<i32, i64>,
+    req: &ReplayRequest,
+    progress: &Progress,
+) -> anyhow::Result<ReplayResult> {
     let consumer: StreamConsumer<PositionAt> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set(
@@ -257,16 +416,15 @@ pub async fn replay_with_progress(
                 .fetch_add((high - start) as u64, Ordering::Relaxed);
         }
     }
-    let mut fold = Fold::new(req.rules);
-    let mut book = IncidentBook::new();
-    let mut out = Vec::new();
+    let mut replayer = Replayer::new(req);
     let mut events_read = 0u64;
-    let wanted: BTreeSet<&str> = req.machines.iter().map(String::as_str).collect();
     let reading = !remaining.is_empty();
     if reading {
         consumer.subscribe(&[topic])?;
     }
     let mut seen: HashMap<i32, (i64, i64, u64)> = HashMap::new();
+    let mut first_read: Option<std::time::Instant> = None;
+    let mut last_read: Option<std::time::Instant> = None;
     // Watermarks are a lower bound only (tansu has reported the start of the last
     // record batch as the high watermark): once every partition has passed its
     // watermark, keep draining until the log stays quiet for a moment.
@@ -294,40 +452,19 @@ pub async fn replay_with_progress(
         }
         events_read += 1;
         progress.read.fetch_add(1, Ordering::Relaxed);
-        let Ok(env) = Envelope::decode(m.payload().unwrap_or_default()) else {
-            continue;
-        };
-        if env.at > req.to
-            || (!wanted.is_empty()
-                && !env.machine.is_empty()
-                && !wanted.contains(env.machine.as_str()))
-        {
-            continue;
-        }
-        if matches!(env.event, Event::RulesChanged(_)) && !req.follow_rule_changes {
-            continue; // a what-if: the rules under test replace the recorded ones
-        }
-        out.clear();
-        fold.apply(&env, &mut out);
-        for o in &out {
-            book.apply(o);
-        }
+        let now = std::time::Instant::now();
+        first_read.get_or_insert(now);
+        last_read = Some(now);
+        replayer.apply(m.payload().unwrap_or_default());
     }
     tracing::debug!(
         ?starts,
         ?seen,
         "replay read (first offset, last offset, count) per partition"
     );
-    let incidents: Vec<IncidentRecord> = book
-        .into_records()
-        .into_iter()
-        .filter(|i| overlaps(i, req.from, req.to))
-        .collect();
-    let recorded = recorded(pool, req).await?;
-    Ok(ReplayResult {
-        differences: diff(&incidents, &recorded),
-        recorded,
-        incidents,
-        events_read,
-    })
+    let read_time = match (first_read, last_read) {
+        (Some(a), Some(b)) => b - a,
+        _ => Duration::ZERO,
+    };
+    replayer.finish(db, events_read, read_time).await
 }

@@ -12,9 +12,8 @@
 //! losing them.
 
 use crate::config::ProcessorConfig;
-use crate::fold::{Applied, Fold};
-use crate::store::{Batch, CommitError, PartitionBatch, Store};
-use proto_events::{Envelope, Event};
+use crate::folder::Folder;
+use crate::store::{Batch, Store};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -29,6 +28,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use storage::Db;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -210,28 +210,18 @@ fn topic_exists(admin: &AdminClient<DefaultClientContext>, topic: &str) -> bool 
     }
 }
 
-struct PartitionState {
-    fold: Fold,
-    /// Next offset to fold.
-    next_offset: i64,
-    /// Offset committed in MySQL (what the next commit is fenced on).
-    committed: Option<i64>,
-}
-
 /// The running processor.
 pub struct Processor {
     config: ProcessorConfig,
-    store: Store,
+    folder: Folder,
     consumer: Option<StreamConsumer<GroupContext>>,
     producer: FutureProducer,
-    stats: Arc<ProcessorStats>,
-    parts: HashMap<i32, PartitionState>,
-    outbox_ready: Arc<Notify>,
 }
 
 impl Processor {
     /// Connects to the broker and subscribes; call [`Processor::run`] next.
-    pub async fn build(config: ProcessorConfig, pool: sqlx::MySqlPool) -> anyhow::Result<Self> {
+    pub async fn build(config: ProcessorConfig, db: impl Into<Db>) -> anyhow::Result<Self> {
+        let db: Db = db.into();
         ensure_topics(
             &config.kafka_brokers,
             &[&config.topic, &config.incident_topic],
@@ -265,7 +255,7 @@ impl Processor {
             .create_with_context(GroupContext {
                 changed: AtomicBool::new(false),
                 stats: stats.clone(),
-                store: Store::new(pool.clone(), &config.group_id, &config.topic),
+                store: Store::new(db.clone(), &config.group_id, &config.topic),
                 runtime: tokio::runtime::Handle::current(),
             })?;
         consumer.subscribe(&[&config.topic])?;
@@ -276,38 +266,37 @@ impl Processor {
             .set("linger.ms", "5")
             .set("message.timeout.ms", "0")
             .create()?;
-        let store = Store::new(pool, &config.group_id, &config.topic);
+        let store = Store::new(db, &config.group_id, &config.topic);
         Ok(Processor {
+            folder: Folder::new(config.rules, store, stats),
             config,
-            store,
             consumer: Some(consumer),
             producer,
-            stats,
-            parts: HashMap::new(),
-            outbox_ready: Arc::new(Notify::new()),
         })
     }
 
     /// The service's counters.
     pub fn stats(&self) -> Arc<ProcessorStats> {
-        self.stats.clone()
+        self.folder.stats.clone()
     }
 
     /// Consumes until `shutdown` resolves, then commits what it has and returns.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let outbox_task = tokio::spawn(publish_outbox(
-            self.store.clone(),
+            self.folder.store.clone(),
             self.producer.clone(),
             self.config.incident_topic.clone(),
-            self.outbox_ready.clone(),
+            self.folder.committed_incidents.clone(),
         ));
-        self.outbox_ready.notify_one();
+        self.folder.committed_incidents.notify_one();
         let (stop_jobs, jobs_stopped) = tokio::sync::watch::channel(false);
         let jobs_task = tokio::spawn(
             crate::jobs::JobRunner {
-                pool: self.store.pool().clone(),
-                brokers: self.config.kafka_brokers.clone(),
-                topic: self.config.topic.clone(),
+                db: self.folder.store.db().clone(),
+                log: crate::replay::LogSource::Kafka {
+                    brokers: self.config.kafka_brokers.clone(),
+                    topic: self.config.topic.clone(),
+                },
                 worker: format!("{}/{}", self.config.group_id, uuid::Uuid::new_v4().simple()),
                 lookback: self.config.backtest_lookback,
             }
@@ -338,7 +327,7 @@ impl Processor {
                     if consumer.context().changed.swap(false, Ordering::SeqCst) {
                         // Ownership may have changed: drop uncommitted work and reload
                         // every partition from MySQL when its next message arrives.
-                        self.parts.clear();
+                        self.folder.parts.clear();
                         batch = Batch::default();
                         batch_len = 0;
                         batch_deadline = None;
@@ -366,7 +355,7 @@ impl Processor {
         }
         self.flush(&mut batch).await;
         // Give the outbox a moment to publish what the last commit produced.
-        self.outbox_ready.notify_one();
+        self.folder.committed_incidents.notify_one();
         tokio::time::sleep(Duration::from_millis(50)).await;
         outbox_task.abort();
         let _ = stop_jobs.send(true);
@@ -384,140 +373,29 @@ impl Processor {
         payload: &[u8],
         batch: &mut Batch,
     ) -> bool {
-        if !self.parts.contains_key(&partition) {
-            let pos = loop {
-                match self.store.load_partition(partition).await {
-                    Ok(pos) => break pos,
-                    Err(e) => {
-                        tracing::warn!(partition, error = %e, "loading partition state failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                    }
-                }
-            };
-            let mut fold = Fold::new(self.config.rules);
-            if let Some(rules) = pos.rules {
-                fold.restore_rules_timeline(rules.with_initial(self.config.rules));
-            }
-            for (machine, state) in pos.machines {
-                fold.restore_machine_state(machine, state);
-            }
-            tracing::info!(partition, committed = ?pos.next_offset, "partition loaded");
-            self.parts.insert(
-                partition,
-                PartitionState {
-                    fold,
-                    next_offset: pos.next_offset.unwrap_or(offset),
-                    committed: pos.next_offset,
-                },
-            );
-        }
-        let Some(state) = self.parts.get_mut(&partition) else {
-            return false;
-        };
-        if offset != state.next_offset {
-            if offset > state.next_offset {
+        let next = self.folder.load(partition, offset).await.next_offset;
+        if offset != next {
+            if offset > next {
                 // The broker is ahead of our committed position: rewind.
-                let target = Offset::Offset(state.next_offset);
+                let target = Offset::Offset(next);
                 // Timeout zero: librdkafka starts the seek and returns at once (a
                 // blocking seek would stall this worker thread and, with it, the
                 // polling that drives rebalances).
                 if let Err(e) = consumer.seek(&self.config.topic, partition, target, Duration::ZERO)
                 {
                     tracing::warn!(partition, error = %e, "seek failed; reloading partition");
-                    self.parts.remove(&partition);
+                    self.folder.parts.remove(&partition);
                 }
             }
             // offset < next: already folded (delivered again after a seek); skip.
             return false;
         }
-        state.next_offset = offset + 1;
-        let entry = batch
-            .partitions
-            .entry(partition)
-            .or_insert_with(|| PartitionBatch {
-                expected_offset: state.committed,
-                ..PartitionBatch::default()
-            });
-        entry.next_offset = offset + 1;
-        match Envelope::decode(payload) {
-            Err(e) => {
-                self.stats.undecodable.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(partition, offset, error = %e, "undecodable message skipped");
-            }
-            Ok(env) => {
-                let hour = env.at.timestamp_millis().div_euclid(3_600_000) * 3_600_000;
-                entry.time_index.entry(hour).or_insert(offset);
-                let before = batch.incident_events.len();
-                match state.fold.apply(&env, &mut batch.incident_events) {
-                    Applied::Folded => {
-                        self.stats.events_folded.fetch_add(1, Ordering::Relaxed);
-                        if !env.machine.is_empty() {
-                            entry.touched.insert(env.machine.clone());
-                        }
-                        if matches!(env.event, Event::MetricSampled(_) | Event::PollFailed(_)) {
-                            batch.polls.push(env);
-                        }
-                    }
-                    Applied::DiscardedDuplicate | Applied::DiscardedOutOfOrder => {
-                        self.stats.discarded.fetch_add(1, Ordering::Relaxed);
-                        tracing::debug!(partition, offset, machine = %env.machine, "poll discarded (order/duplicate)");
-                    }
-                    Applied::IgnoredInactiveMachine | Applied::Ignored => {}
-                }
-                let emitted = batch.incident_events.len() - before;
-                self.stats
-                    .incident_events
-                    .fetch_add(emitted as u64, Ordering::Relaxed);
-            }
-        }
+        self.folder.fold(partition, offset, payload, batch);
         true
     }
 
-    /// Commits the batch, retrying database failures with backoff. A fenced commit
-    /// drops the batch and every partition's state: they reload from MySQL.
     async fn flush(&mut self, batch: &mut Batch) {
-        if batch.is_empty() {
-            return;
-        }
-        for (partition, p) in batch.partitions.iter_mut() {
-            if let Some(state) = self.parts.get(partition) {
-                p.rules = Some(state.fold.rules_timeline().clone());
-                for machine in p.touched.drain() {
-                    if let Some(s) = state.fold.machine_state(&machine) {
-                        p.machine_states.insert(machine, s.clone());
-                    }
-                }
-            }
-        }
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self.store.commit(batch).await {
-                Ok(()) => {
-                    self.stats.batches.fetch_add(1, Ordering::Relaxed);
-                    for (partition, p) in &batch.partitions {
-                        if let Some(state) = self.parts.get_mut(partition) {
-                            state.committed = Some(p.next_offset);
-                        }
-                    }
-                    if !batch.incident_events.is_empty() {
-                        self.outbox_ready.notify_one();
-                    }
-                    break;
-                }
-                Err(CommitError::Fenced(f)) => {
-                    self.stats.fenced.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%f, "commit fenced; reloading partitions from MySQL");
-                    self.parts.clear();
-                    break;
-                }
-                Err(CommitError::Db(e)) => {
-                    tracing::warn!(error = %e, retry_in = ?backoff, "commit failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
-        *batch = Batch::default();
+        self.folder.flush(batch).await;
     }
 }
 

@@ -1,12 +1,15 @@
-//! The MySQL side of the processor: projections (incidents, latest state per
+//! The database side of the processor: projections (incidents, latest state per
 //! machine, sample history), fold state, log positions and the incident outbox, all
 //! written in one transaction per batch. That transaction is the exactly-once point.
+//! The same code runs on MySQL and on the embedded SQLite file ([`storage::on!`]);
+//! only the upsert clauses and the multi-row incident update differ.
 
 use crate::fold::{MachineState, RulesTimeline};
 use chrono::{DateTime, Utc};
 use proto_events::{Envelope, Event};
-use sqlx::{MySqlPool, QueryBuilder, Row};
+use sqlx::QueryBuilder;
 use std::collections::{BTreeMap, HashMap};
+use storage::{on, Db};
 
 /// Where a partition stands in MySQL.
 #[derive(Debug)]
@@ -78,7 +81,8 @@ impl Batch {
 /// MySQL store of one consumer group.
 #[derive(Clone)]
 pub struct Store {
-    pool: MySqlPool,
+    db: Db,
+    outbox: bool,
     group: String,
     topic: String,
 }
@@ -89,14 +93,22 @@ fn ts(t: DateTime<Utc>) -> chrono::NaiveDateTime {
 
 impl Store {
     /// The projection database.
-    pub fn pool(&self) -> &MySqlPool {
-        &self.pool
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Leaves incident events out of the outbox (one-process mode: there is no
+    /// incident topic to publish them to).
+    pub fn without_outbox(mut self) -> Self {
+        self.outbox = false;
+        self
     }
 
     /// A store for `group` consuming `topic`.
-    pub fn new(pool: MySqlPool, group: &str, topic: &str) -> Self {
+    pub fn new(db: impl Into<Db>, group: &str, topic: &str) -> Self {
         Store {
-            pool,
+            db: db.into(),
+            outbox: true,
             group: group.to_owned(),
             topic: topic.to_owned(),
         }
@@ -104,47 +116,43 @@ impl Store {
 
     /// Every partition's committed next offset for this group and topic.
     pub async fn committed_offsets(&self) -> Result<HashMap<i32, i64>, sqlx::Error> {
-        let rows = sqlx::query("SELECT partition_id, next_offset FROM processor_offsets WHERE consumer_group = ? AND topic = ?")
+        let rows: Vec<(i32, i64)> = on!(&self.db, |p| {
+            sqlx::query_as("SELECT partition_id, next_offset FROM processor_offsets WHERE consumer_group = ? AND topic = ?")
             .bind(&self.group)
             .bind(&self.topic)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("partition_id")?, r.try_get("next_offset")?)))
-            .collect()
+            .fetch_all(p)
+            .await
+        })?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Loads a partition's committed position and fold state.
     pub async fn load_partition(&self, partition: i32) -> Result<PartitionPosition, sqlx::Error> {
-        let row = sqlx::query(
+        let row: Option<(i64, String)> = on!(&self.db, |p| {
+            sqlx::query_as(
             "SELECT next_offset, rules_timeline FROM processor_offsets WHERE consumer_group = ? AND topic = ? AND partition_id = ?",
         )
         .bind(&self.group)
         .bind(&self.topic)
         .bind(partition)
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(p)
+        .await
+        })?;
         let (next_offset, rules) = match row {
-            Some(row) => {
-                let rules: String = row.try_get("rules_timeline")?;
-                (
-                    Some(row.try_get::<i64, _>("next_offset")?),
-                    serde_json::from_str(&rules).ok(),
-                )
-            }
+            Some((next_offset, rules)) => (Some(next_offset), serde_json::from_str(&rules).ok()),
             None => (None, None),
         };
-        let rows = sqlx::query(
+        let rows: Vec<(String, String)> = on!(&self.db, |p| {
+            sqlx::query_as(
             "SELECT machine, state FROM fold_state WHERE consumer_group = ? AND partition_id = ?",
         )
         .bind(&self.group)
         .bind(partition)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(p)
+        .await
+        })?;
         let mut machines = Vec::with_capacity(rows.len());
-        for row in rows {
-            let machine: String = row.try_get("machine")?;
-            let state: String = row.try_get("state")?;
+        for (machine, state) in rows {
             match serde_json::from_str(&state) {
                 Ok(state) => machines.push((machine, state)),
                 Err(e) => {
@@ -162,380 +170,438 @@ impl Store {
     /// Commits a batch: projections, fold state, outbox and offsets in one
     /// transaction, fenced on the offsets we expected to find.
     pub async fn commit(&self, batch: &Batch) -> Result<(), CommitError> {
-        let mut tx = self.pool.begin().await?;
+        let db = &self.db;
         let now = Utc::now().naive_utc();
-        for (&partition, p) in &batch.partitions {
-            let rules = serde_json::to_string(&p.rules).unwrap_or_else(|_| "null".to_owned());
-            let fenced = || Fenced {
-                partition,
-                expected: p.expected_offset,
-            };
-            match p.expected_offset {
-                Some(expected) => {
-                    let done = sqlx::query(
-                        "UPDATE processor_offsets SET next_offset = ?, rules_timeline = ?, updated_at = ? \
-                         WHERE consumer_group = ? AND topic = ? AND partition_id = ? AND next_offset = ?",
-                    )
-                    .bind(p.next_offset)
-                    .bind(&rules)
-                    .bind(now)
-                    .bind(&self.group)
-                    .bind(&self.topic)
-                    .bind(partition)
-                    .bind(expected)
-                    .execute(&mut *tx)
-                    .await?;
-                    if done.rows_affected() != 1 {
-                        return Err(fenced().into());
+        let incidents = coalesce_incidents(&batch.incident_events);
+        on!(db, |pool| {
+            let mut tx = pool.begin().await?;
+            for (&partition, p) in &batch.partitions {
+                let rules = serde_json::to_string(&p.rules).unwrap_or_else(|_| "null".to_owned());
+                let fenced = || Fenced {
+                    partition,
+                    expected: p.expected_offset,
+                };
+                match p.expected_offset {
+                    Some(expected) => {
+                        let done = sqlx::query(
+                            "UPDATE processor_offsets SET next_offset = ?, rules_timeline = ?, updated_at = ? \
+                             WHERE consumer_group = ? AND topic = ? AND partition_id = ? AND next_offset = ?",
+                        )
+                        .bind(p.next_offset)
+                        .bind(&rules)
+                        .bind(now)
+                        .bind(&self.group)
+                        .bind(&self.topic)
+                        .bind(partition)
+                        .bind(expected)
+                        .execute(&mut *tx)
+                        .await?;
+                        if done.rows_affected() != 1 {
+                            return Err(fenced().into());
+                        }
+                    }
+                    None => {
+                        let inserted = sqlx::query(
+                            "INSERT INTO processor_offsets (consumer_group, topic, partition_id, next_offset, rules_timeline, updated_at) \
+                             VALUES (?, ?, ?, ?, ?, ?)",
+                        )
+                        .bind(&self.group)
+                        .bind(&self.topic)
+                        .bind(partition)
+                        .bind(p.next_offset)
+                        .bind(&rules)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await;
+                        match inserted {
+                            Ok(_) => {}
+                            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                                return Err(fenced().into())
+                            }
+                            Err(e) => return Err(e.into()),
+                        }
                     }
                 }
-                None => {
-                    let inserted = sqlx::query(
-                        "INSERT INTO processor_offsets (consumer_group, topic, partition_id, next_offset, rules_timeline, updated_at) \
-                         VALUES (?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(&self.group)
-                    .bind(&self.topic)
-                    .bind(partition)
-                    .bind(p.next_offset)
-                    .bind(&rules)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await;
-                    match inserted {
-                        Ok(_) => {}
-                        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                            return Err(fenced().into())
-                        }
-                        Err(e) => return Err(e.into()),
-                    }
+                if !p.machine_states.is_empty() {
+                    let mut q = QueryBuilder::new(
+                        "INSERT INTO fold_state (consumer_group, machine, partition_id, state) ",
+                    );
+                    q.push_values(&p.machine_states, |mut b, (machine, state)| {
+                        b.push_bind(&self.group)
+                            .push_bind(machine)
+                            .push_bind(partition)
+                            .push_bind(serde_json::to_string(state).unwrap_or_default());
+                    });
+                    q.push(db.pick(
+                        " ON DUPLICATE KEY UPDATE partition_id = VALUES(partition_id), state = VALUES(state)",
+                        " ON CONFLICT (consumer_group, machine) DO UPDATE SET partition_id = excluded.partition_id, state = excluded.state",
+                    ));
+                    q.build().execute(&mut *tx).await?;
                 }
             }
-            if !p.machine_states.is_empty() {
+            let index: Vec<(i32, i64, i64)> = batch
+                .partitions
+                .iter()
+                .flat_map(|(p, b)| {
+                    b.time_index
+                        .iter()
+                        .map(move |(bucket, offset)| (*p, *bucket, *offset))
+                })
+                .collect();
+            if !index.is_empty() {
                 let mut q = QueryBuilder::new(
-                    "INSERT INTO fold_state (consumer_group, machine, partition_id, state) ",
+                    "INSERT INTO event_time_index (topic, partition_id, bucket_start, first_offset) ",
                 );
-                q.push_values(&p.machine_states, |mut b, (machine, state)| {
-                    b.push_bind(&self.group)
-                        .push_bind(machine)
-                        .push_bind(partition)
-                        .push_bind(serde_json::to_string(state).unwrap_or_default());
+                q.push_values(&index, |mut b, (p, bucket, offset)| {
+                    let start = DateTime::from_timestamp_millis(*bucket)
+                        .unwrap_or_default()
+                        .naive_utc();
+                    b.push_bind(&self.topic)
+                        .push_bind(*p)
+                        .push_bind(start)
+                        .push_bind(*offset);
                 });
-                q.push(" ON DUPLICATE KEY UPDATE partition_id = VALUES(partition_id), state = VALUES(state)");
+                q.push(db.pick(
+                    " ON DUPLICATE KEY UPDATE first_offset = LEAST(first_offset, VALUES(first_offset))",
+                    " ON CONFLICT (topic, partition_id, bucket_start) DO UPDATE SET first_offset = MIN(first_offset, excluded.first_offset)",
+                ));
                 q.build().execute(&mut *tx).await?;
             }
-        }
-        let index: Vec<(i32, i64, i64)> = batch
-            .partitions
-            .iter()
-            .flat_map(|(p, b)| {
-                b.time_index
-                    .iter()
-                    .map(move |(bucket, offset)| (*p, *bucket, *offset))
-            })
-            .collect();
-        if !index.is_empty() {
-            let mut q = QueryBuilder::new(
-                "INSERT INTO event_time_index (topic, partition_id, bucket_start, first_offset) ",
-            );
-            q.push_values(&index, |mut b, (p, bucket, offset)| {
-                let start = DateTime::from_timestamp_millis(*bucket)
-                    .unwrap_or_default()
-                    .naive_utc();
-                b.push_bind(&self.topic)
-                    .push_bind(*p)
-                    .push_bind(start)
-                    .push_bind(*offset);
-            });
-            q.push(
-                " ON DUPLICATE KEY UPDATE first_offset = LEAST(first_offset, VALUES(first_offset))",
-            );
-            q.build().execute(&mut *tx).await?;
-        }
-        self.write_polls(&mut tx, &batch.polls).await?;
-        self.write_incidents(&mut tx, &batch.incident_events)
-            .await?;
-        // The outbox carries every opening and resolution, and only the last update
-        // of each incident in the batch (an update carries the full peak/last state,
-        // so earlier ones in the same batch add nothing for a reader).
-        let mut later_update = std::collections::HashSet::new();
-        let mut outbox: Vec<&Envelope> = batch
-            .incident_events
-            .iter()
-            .rev()
-            .filter(|env| match &env.event {
-                Event::IncidentUpdated(u) => later_update.insert(u.incident_id),
-                _ => true,
-            })
-            .collect();
-        outbox.reverse();
-        if !outbox.is_empty() {
-            let mut q = QueryBuilder::new(
-                "INSERT INTO incident_outbox (consumer_group, machine, payload) ",
-            );
-            q.push_values(&outbox, |mut b, env| {
-                b.push_bind(&self.group)
-                    .push_bind(&env.machine)
-                    .push_bind(String::from_utf8_lossy(&env.encode()).into_owned());
-            });
-            q.build().execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
 
-    async fn write_polls(
-        &self,
-        tx: &mut sqlx::MySqlConnection,
-        polls: &[Envelope],
-    ) -> Result<(), sqlx::Error> {
-        if polls.is_empty() {
-            return Ok(());
-        }
-        let mut q = QueryBuilder::new("INSERT IGNORE INTO samples (machine, observed_at, cpu, mem, disk, uptime_s, failure_reason) ");
-        q.push_values(polls, |mut b, env| {
-            b.push_bind(&env.machine).push_bind(ts(env.at));
-            match &env.event {
-                Event::MetricSampled(s) => {
-                    b.push_bind(s.cpu)
-                        .push_bind(s.mem)
-                        .push_bind(s.disk)
-                        .push_bind(s.uptime_s)
-                        .push_bind(None::<&str>);
+            // Samples and the latest state per machine.
+            let polls = &batch.polls;
+            if !polls.is_empty() {
+                for chunk in polls.chunks(2_000) {
+                    let mut q = QueryBuilder::new(db.pick(
+                        "INSERT IGNORE INTO samples (machine, observed_at, cpu, mem, disk, uptime_s, failure_reason) ",
+                        "INSERT OR IGNORE INTO samples (machine, observed_at, cpu, mem, disk, uptime_s, failure_reason) ",
+                    ));
+                    q.push_values(chunk, |mut b, env| {
+                        let (cpu, mem, disk, uptime, reason) = sample_values(env);
+                        b.push_bind(&env.machine)
+                            .push_bind(ts(env.at))
+                            .push_bind(cpu)
+                            .push_bind(mem)
+                            .push_bind(disk)
+                            .push_bind(uptime)
+                            .push_bind(reason);
+                    });
+                    q.build().execute(&mut *tx).await?;
                 }
-                Event::PollFailed(f) => {
-                    b.push_bind(None::<f64>)
-                        .push_bind(None::<f64>)
-                        .push_bind(None::<f64>)
-                        .push_bind(None::<u64>)
-                        .push_bind(Some(f.reason.as_str()));
+                // Latest state: the newest poll of each machine in this batch.
+                let mut latest: HashMap<&str, &Envelope> = HashMap::new();
+                for env in polls {
+                    let newer = latest
+                        .get(env.machine.as_str())
+                        .is_none_or(|prev| env.at > prev.at);
+                    if newer {
+                        latest.insert(&env.machine, env);
+                    }
                 }
-                _ => {
-                    b.push_bind(None::<f64>)
-                        .push_bind(None::<f64>)
-                        .push_bind(None::<f64>)
-                        .push_bind(None::<u64>)
-                        .push_bind(None::<&str>);
+                let latest: Vec<&Envelope> = latest.into_values().collect();
+                for chunk in latest.chunks(2_000) {
+                    let mut q = QueryBuilder::new(
+                        "INSERT INTO machine_latest (machine, observed_at, status, cpu, mem, disk, uptime_s, failure_reason, failure_detail, last_success_at) ",
+                    );
+                    q.push_values(chunk, |mut b, env| {
+                        let (cpu, mem, disk, uptime, reason) = sample_values(env);
+                        let (status, detail, success) = match &env.event {
+                            Event::PollFailed(f) => (
+                                "unreachable",
+                                Some(f.detail.chars().take(600).collect::<String>()),
+                                None,
+                            ),
+                            _ => ("up", None, Some(ts(env.at))),
+                        };
+                        b.push_bind(&env.machine)
+                            .push_bind(ts(env.at))
+                            .push_bind(status)
+                            .push_bind(cpu)
+                            .push_bind(mem)
+                            .push_bind(disk)
+                            .push_bind(uptime)
+                            .push_bind(reason)
+                            .push_bind(detail)
+                            .push_bind(success);
+                    });
+                    // Only move forward in event time; keep the last success when a poll fails.
+                    q.push(db.pick(
+                        " ON DUPLICATE KEY UPDATE \
+                         status = IF(VALUES(observed_at) > observed_at, VALUES(status), status), \
+                         cpu = IF(VALUES(observed_at) > observed_at, VALUES(cpu), cpu), \
+                         mem = IF(VALUES(observed_at) > observed_at, VALUES(mem), mem), \
+                         disk = IF(VALUES(observed_at) > observed_at, VALUES(disk), disk), \
+                         uptime_s = IF(VALUES(observed_at) > observed_at, VALUES(uptime_s), uptime_s), \
+                         failure_reason = IF(VALUES(observed_at) > observed_at, VALUES(failure_reason), failure_reason), \
+                         failure_detail = IF(VALUES(observed_at) > observed_at, VALUES(failure_detail), failure_detail), \
+                         last_success_at = IF(VALUES(observed_at) > observed_at, COALESCE(VALUES(last_success_at), last_success_at), last_success_at), \
+                         observed_at = GREATEST(observed_at, VALUES(observed_at))",
+                        // SQLite evaluates every SET expression against the old row.
+                        " ON CONFLICT (machine) DO UPDATE SET \
+                         status = CASE WHEN excluded.observed_at > observed_at THEN excluded.status ELSE status END, \
+                         cpu = CASE WHEN excluded.observed_at > observed_at THEN excluded.cpu ELSE cpu END, \
+                         mem = CASE WHEN excluded.observed_at > observed_at THEN excluded.mem ELSE mem END, \
+                         disk = CASE WHEN excluded.observed_at > observed_at THEN excluded.disk ELSE disk END, \
+                         uptime_s = CASE WHEN excluded.observed_at > observed_at THEN excluded.uptime_s ELSE uptime_s END, \
+                         failure_reason = CASE WHEN excluded.observed_at > observed_at THEN excluded.failure_reason ELSE failure_reason END, \
+                         failure_detail = CASE WHEN excluded.observed_at > observed_at THEN excluded.failure_detail ELSE failure_detail END, \
+                         last_success_at = CASE WHEN excluded.observed_at > observed_at THEN COALESCE(excluded.last_success_at, last_success_at) ELSE last_success_at END, \
+                         observed_at = MAX(observed_at, excluded.observed_at)",
+                    ));
+                    q.build().execute(&mut *tx).await?;
                 }
             }
-        });
-        q.build().execute(&mut *tx).await?;
 
-        // Latest state: the newest poll of each machine in this batch.
-        let mut latest: HashMap<&str, &Envelope> = HashMap::new();
-        for env in polls {
-            let newer = latest
-                .get(env.machine.as_str())
-                .is_none_or(|prev| env.at > prev.at);
-            if newer {
-                latest.insert(&env.machine, env);
-            }
-        }
-        let mut q = QueryBuilder::new(
-            "INSERT INTO machine_latest (machine, observed_at, status, cpu, mem, disk, uptime_s, failure_reason, failure_detail, last_success_at) ",
-        );
-        q.push_values(latest.values(), |mut b, env| {
-            b.push_bind(&env.machine).push_bind(ts(env.at));
-            match &env.event {
-                Event::MetricSampled(s) => {
-                    b.push_bind("up")
-                        .push_bind(s.cpu)
-                        .push_bind(s.mem)
-                        .push_bind(s.disk)
-                        .push_bind(s.uptime_s)
-                        .push_bind(None::<&str>)
-                        .push_bind(None::<&str>)
-                        .push_bind(Some(ts(env.at)));
-                }
-                Event::PollFailed(f) => {
-                    let detail: String = f.detail.chars().take(600).collect();
-                    b.push_bind("unreachable")
-                        .push_bind(None::<f64>)
-                        .push_bind(None::<f64>)
-                        .push_bind(None::<f64>)
-                        .push_bind(None::<u64>)
-                        .push_bind(Some(f.reason.as_str()))
-                        .push_bind(Some(detail))
-                        .push_bind(None::<chrono::NaiveDateTime>);
-                }
-                _ => {}
-            }
-        });
-        // Only move forward in event time; keep the last success when a poll fails.
-        q.push(
-            " ON DUPLICATE KEY UPDATE \
-             status = IF(VALUES(observed_at) > observed_at, VALUES(status), status), \
-             cpu = IF(VALUES(observed_at) > observed_at, VALUES(cpu), cpu), \
-             mem = IF(VALUES(observed_at) > observed_at, VALUES(mem), mem), \
-             disk = IF(VALUES(observed_at) > observed_at, VALUES(disk), disk), \
-             uptime_s = IF(VALUES(observed_at) > observed_at, VALUES(uptime_s), uptime_s), \
-             failure_reason = IF(VALUES(observed_at) > observed_at, VALUES(failure_reason), failure_reason), \
-             failure_detail = IF(VALUES(observed_at) > observed_at, VALUES(failure_detail), failure_detail), \
-             last_success_at = IF(VALUES(observed_at) > observed_at, COALESCE(VALUES(last_success_at), last_success_at), last_success_at), \
-             observed_at = GREATEST(observed_at, VALUES(observed_at))",
-        );
-        q.build().execute(&mut *tx).await?;
-        Ok(())
-    }
-
-    /// Writes a batch's incident events as at most two statements: one multi-row
-    /// insert for incidents opened in this batch (with their state at the end of
-    /// the batch), one multi-row update (a join on a derived table) for incidents
-    /// opened earlier. Events are coalesced per incident first; the fold emits them
-    /// in order, so the last one wins.
-    async fn write_incidents(
-        &self,
-        tx: &mut sqlx::MySqlConnection,
-        events: &[Envelope],
-    ) -> Result<(), sqlx::Error> {
-        if events.is_empty() {
-            return Ok(());
-        }
-        #[derive(Default)]
-        struct Change<'a> {
-            opened: Option<(&'a str, &'a proto_events::IncidentOpened)>,
-            peak: Option<Option<f64>>,
-            last_value: Option<Option<f64>>,
-            last_breach_at: Option<chrono::DateTime<Utc>>,
-            resolved: Option<(chrono::DateTime<Utc>, &'static str)>,
-        }
-        let mut order: Vec<uuid::Uuid> = Vec::new();
-        let mut changes: HashMap<uuid::Uuid, Change<'_>> = HashMap::new();
-        for env in events {
-            let id = match &env.event {
-                Event::IncidentOpened(o) => o.incident_id,
-                Event::IncidentUpdated(u) => u.incident_id,
-                Event::IncidentResolved(r) => r.incident_id,
-                _ => continue,
-            };
-            let change = changes.entry(id).or_insert_with(|| {
-                order.push(id);
-                Change::default()
-            });
-            match &env.event {
-                Event::IncidentOpened(o) => change.opened = Some((env.machine.as_str(), o)),
-                Event::IncidentUpdated(u) => {
-                    change.peak = Some(u.peak);
-                    change.last_value = Some(u.last_value);
-                    change.last_breach_at = Some(u.last_breach_at);
-                }
-                Event::IncidentResolved(r) => {
-                    change.resolved = Some((r.resolved_at, r.reason.as_str()))
-                }
-                _ => {}
-            }
-        }
-        // The change feed the API long-polls: one row per incident touched.
-        let mut feed = QueryBuilder::new("INSERT INTO incident_changes (incident_id, changed_at) ");
-        let now = Utc::now().naive_utc();
-        feed.push_values(&order, |mut b, id| {
-            b.push_bind(id.to_string()).push_bind(now);
-        });
-        if !order.is_empty() {
-            feed.build().execute(&mut *tx).await?;
-        }
-        let (new, existing): (Vec<uuid::Uuid>, Vec<uuid::Uuid>) = order
-            .into_iter()
-            .partition(|id| changes[id].opened.is_some());
-        // Updates and resolutions of earlier incidents first: an incident resolved
-        // and a new one opened for the same machine x rule can share a batch, and the
-        // new row must not meet the old one still open.
-        if !existing.is_empty() {
-            let mut q = QueryBuilder::new("UPDATE incidents i JOIN (");
-            for (n, id) in existing.iter().enumerate() {
-                let c = &changes[id];
-                q.push(if n == 0 {
-                    "SELECT "
-                } else {
-                    " UNION ALL SELECT "
+            // Incidents: the change feed, updates and resolutions of earlier
+            // incidents, then new incidents.
+            if !incidents.order.is_empty() {
+                let mut feed =
+                    QueryBuilder::new("INSERT INTO incident_changes (incident_id, changed_at) ");
+                feed.push_values(&incidents.order, |mut b, id| {
+                    b.push_bind(id.to_string()).push_bind(now);
                 });
-                let mut sep = q.separated(", ");
-                sep.push_bind(id.to_string());
-                sep.push_unseparated(" AS id");
-                sep.push_bind(c.last_breach_at.is_some());
-                sep.push_unseparated(" AS updated");
-                sep.push_bind(c.peak.flatten());
-                sep.push_unseparated(" AS peak");
-                sep.push_bind(c.last_value.flatten());
-                sep.push_unseparated(" AS last_value");
-                sep.push_bind(c.last_breach_at.map(ts));
-                sep.push_unseparated(" AS last_breach_at");
-                sep.push_bind(c.resolved.map(|(t, _)| ts(t)));
-                sep.push_unseparated(" AS resolved_at");
-                sep.push_bind(c.resolved.map_or("", |(_, r)| r));
-                sep.push_unseparated(" AS resolution");
+                feed.build().execute(&mut *tx).await?;
             }
-            q.push(
-                ") u ON i.id = u.id SET \
-                 i.peak = IF(u.updated AND u.last_breach_at >= i.last_breach_at, u.peak, i.peak), \
-                 i.last_value = IF(u.updated AND u.last_breach_at >= i.last_breach_at, u.last_value, i.last_value), \
-                 i.last_breach_at = IF(u.updated AND u.last_breach_at >= i.last_breach_at, u.last_breach_at, i.last_breach_at), \
-                 i.resolution = IF(i.resolved_at IS NULL AND u.resolved_at IS NOT NULL, u.resolution, i.resolution), \
-                 i.resolved_at = COALESCE(i.resolved_at, u.resolved_at)",
-            );
-            q.build().execute(&mut *tx).await?;
-        }
-        if !new.is_empty() {
-            let mut q = QueryBuilder::new(
-                "INSERT INTO incidents (id, machine, rule, threshold, for_ms, started_at, opened_at, peak, last_value, last_breach_at, resolved_at, resolution) ",
-            );
-            q.push_values(&new, |mut b, id| {
-                let c = &changes[id];
-                if let Some((machine, o)) = c.opened {
-                    b.push_bind(id.to_string())
-                        .push_bind(machine)
-                        .push_bind(o.rule.as_str())
-                        .push_bind(o.threshold)
-                        .push_bind(o.for_ms as i64)
-                        .push_bind(ts(o.started_at))
-                        .push_bind(ts(o.opened_at))
-                        .push_bind(c.peak.unwrap_or(o.peak))
-                        .push_bind(c.last_value.unwrap_or(o.last_value))
-                        .push_bind(ts(c.last_breach_at.unwrap_or(o.opened_at)))
-                        .push_bind(c.resolved.map(|(t, _)| ts(t)))
-                        .push_bind(c.resolved.map_or("", |(_, r)| r));
+            // Updates and resolutions of earlier incidents first: an incident resolved
+            // and a new one opened for the same machine x rule can share a batch, and
+            // the new row must not meet the old one still open.
+            if !incidents.existing.is_empty() && !db.is_sqlite() {
+                // MySQL: one multi-row update, a join on a derived table.
+                let mut q = QueryBuilder::new("UPDATE incidents i JOIN (");
+                for (n, id) in incidents.existing.iter().enumerate() {
+                    let c = &incidents.changes[id];
+                    q.push(if n == 0 {
+                        "SELECT "
+                    } else {
+                        " UNION ALL SELECT "
+                    });
+                    let mut sep = q.separated(", ");
+                    sep.push_bind(id.to_string());
+                    sep.push_unseparated(" AS id");
+                    sep.push_bind(c.last_breach_at.is_some());
+                    sep.push_unseparated(" AS updated");
+                    sep.push_bind(c.peak.flatten());
+                    sep.push_unseparated(" AS peak");
+                    sep.push_bind(c.last_value.flatten());
+                    sep.push_unseparated(" AS last_value");
+                    sep.push_bind(c.last_breach_at.map(ts));
+                    sep.push_unseparated(" AS last_breach_at");
+                    sep.push_bind(c.resolved.map(|(t, _)| ts(t)));
+                    sep.push_unseparated(" AS resolved_at");
+                    sep.push_bind(c.resolved.map_or("", |(_, r)| r));
+                    sep.push_unseparated(" AS resolution");
                 }
-            });
-            // Re-applying a batch after a crash (same id) changes nothing. A clash on
-            // `open_key` (a second open incident of a machine x rule, with another
-            // id) sets the key to NULL, which fails the statement loudly instead of
-            // being swallowed.
-            q.push(" ON DUPLICATE KEY UPDATE id = IF(id = VALUES(id), id, NULL)");
-            q.build().execute(&mut *tx).await?;
-        }
-        Ok(())
+                q.push(
+                    ") u ON i.id = u.id SET \
+                     i.peak = IF(u.updated AND u.last_breach_at >= i.last_breach_at, u.peak, i.peak), \
+                     i.last_value = IF(u.updated AND u.last_breach_at >= i.last_breach_at, u.last_value, i.last_value), \
+                     i.last_breach_at = IF(u.updated AND u.last_breach_at >= i.last_breach_at, u.last_breach_at, i.last_breach_at), \
+                     i.resolution = IF(i.resolved_at IS NULL AND u.resolved_at IS NOT NULL, u.resolution, i.resolution), \
+                     i.resolved_at = COALESCE(i.resolved_at, u.resolved_at)",
+                );
+                q.build().execute(&mut *tx).await?;
+            }
+            if db.is_sqlite() {
+                // SQLite: one statement per incident (in-process, so cheap); every
+                // SET expression sees the old row, as the MySQL IF()s are written to.
+                for id in &incidents.existing {
+                    let c = &incidents.changes[id];
+                    sqlx::query(
+                        "UPDATE incidents SET \
+                         peak = CASE WHEN ? AND ? >= last_breach_at THEN ? ELSE peak END, \
+                         last_value = CASE WHEN ? AND ? >= last_breach_at THEN ? ELSE last_value END, \
+                         last_breach_at = CASE WHEN ? AND ? >= last_breach_at THEN ? ELSE last_breach_at END, \
+                         resolution = CASE WHEN resolved_at IS NULL AND ? IS NOT NULL THEN ? ELSE resolution END, \
+                         resolved_at = COALESCE(resolved_at, ?) \
+                         WHERE id = ?",
+                    )
+                    .bind(c.last_breach_at.is_some())
+                    .bind(c.last_breach_at.map(ts))
+                    .bind(c.peak.flatten())
+                    .bind(c.last_breach_at.is_some())
+                    .bind(c.last_breach_at.map(ts))
+                    .bind(c.last_value.flatten())
+                    .bind(c.last_breach_at.is_some())
+                    .bind(c.last_breach_at.map(ts))
+                    .bind(c.last_breach_at.map(ts))
+                    .bind(c.resolved.map(|(t, _)| ts(t)))
+                    .bind(c.resolved.map_or("", |(_, r)| r))
+                    .bind(c.resolved.map(|(t, _)| ts(t)))
+                    .bind(id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            if !incidents.new.is_empty() {
+                let mut q = QueryBuilder::new(
+                    "INSERT INTO incidents (id, machine, rule, threshold, for_ms, started_at, opened_at, peak, last_value, last_breach_at, resolved_at, resolution) ",
+                );
+                q.push_values(&incidents.new, |mut b, id| {
+                    let c = &incidents.changes[id];
+                    if let Some((machine, o)) = c.opened {
+                        b.push_bind(id.to_string())
+                            .push_bind(machine)
+                            .push_bind(o.rule.as_str())
+                            .push_bind(o.threshold)
+                            .push_bind(o.for_ms as i64)
+                            .push_bind(ts(o.started_at))
+                            .push_bind(ts(o.opened_at))
+                            .push_bind(c.peak.unwrap_or(o.peak))
+                            .push_bind(c.last_value.unwrap_or(o.last_value))
+                            .push_bind(ts(c.last_breach_at.unwrap_or(o.opened_at)))
+                            .push_bind(c.resolved.map(|(t, _)| ts(t)))
+                            .push_bind(c.resolved.map_or("", |(_, r)| r));
+                    }
+                });
+                // Re-applying a batch after a crash (same id) changes nothing. A
+                // clash on the one-open-incident key (a second open incident of a
+                // machine x rule, with another id) fails the statement loudly: on
+                // MySQL by setting the key to NULL, on SQLite because only the id
+                // conflict is handled.
+                q.push(db.pick(
+                    " ON DUPLICATE KEY UPDATE id = IF(id = VALUES(id), id, NULL)",
+                    " ON CONFLICT (id) DO NOTHING",
+                ));
+                q.build().execute(&mut *tx).await?;
+            }
+
+            // The outbox carries every opening and resolution, and only the last update
+            // of each incident in the batch (an update carries the full peak/last state,
+            // so earlier ones in the same batch add nothing for a reader).
+            if self.outbox {
+                let mut later_update = std::collections::HashSet::new();
+                let mut outbox: Vec<&Envelope> = batch
+                    .incident_events
+                    .iter()
+                    .rev()
+                    .filter(|env| match &env.event {
+                        Event::IncidentUpdated(u) => later_update.insert(u.incident_id),
+                        _ => true,
+                    })
+                    .collect();
+                outbox.reverse();
+                if !outbox.is_empty() {
+                    let mut q = QueryBuilder::new(
+                        "INSERT INTO incident_outbox (consumer_group, machine, payload) ",
+                    );
+                    q.push_values(&outbox, |mut b, env| {
+                        b.push_bind(&self.group)
+                            .push_bind(&env.machine)
+                            .push_bind(String::from_utf8_lossy(&env.encode()).into_owned());
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+            }
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// The oldest outbox entries of this group, up to `limit`: `(seq, machine, payload)`.
     pub async fn outbox(&self, limit: u32) -> Result<Vec<(i64, String, String)>, sqlx::Error> {
-        let rows = sqlx::query("SELECT seq, machine, payload FROM incident_outbox WHERE consumer_group = ? ORDER BY seq LIMIT ?")
+        on!(&self.db, |p| {
+            sqlx::query_as("SELECT seq, machine, payload FROM incident_outbox WHERE consumer_group = ? ORDER BY seq LIMIT ?")
             .bind(&self.group)
             .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("seq")?,
-                    r.try_get("machine")?,
-                    r.try_get("payload")?,
-                ))
-            })
-            .collect()
+            .fetch_all(p)
+            .await
+        })
     }
 
     /// Deletes published outbox entries up to and including `seq`.
     pub async fn outbox_done(&self, seq: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM incident_outbox WHERE consumer_group = ? AND seq <= ?")
-            .bind(&self.group)
-            .bind(seq)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        on!(&self.db, |p| sqlx::query(
+            "DELETE FROM incident_outbox WHERE consumer_group = ? AND seq <= ?"
+        )
+        .bind(&self.group)
+        .bind(seq)
+        .execute(p)
+        .await
+        .map(|_| ()))
     }
 }
 
-/// Applies the schema migrations in `migrations/` (idempotent).
-pub async fn migrate(pool: &MySqlPool) -> Result<(), sqlx::migrate::MigrateError> {
-    sqlx::migrate!("../migrations").run(pool).await
+/// `(cpu, mem, disk, uptime_s, failure_reason)` of a poll event.
+#[allow(clippy::type_complexity)]
+fn sample_values(
+    env: &Envelope,
+) -> (
+    Option<f64>,
+    Option<f64>,
+    Option<f64>,
+    Option<i64>,
+    Option<&str>,
+) {
+    match &env.event {
+        Event::MetricSampled(s) => (
+            s.cpu,
+            s.mem,
+            s.disk,
+            s.uptime_s.map(|u| u.min(i64::MAX as u64) as i64),
+            None,
+        ),
+        Event::PollFailed(f) => (None, None, None, None, Some(f.reason.as_str())),
+        _ => (None, None, None, None, None),
+    }
+}
+
+/// A batch's incident events coalesced per incident (the fold emits them in
+/// order, so the last one wins).
+#[derive(Default)]
+struct Coalesced<'a> {
+    order: Vec<uuid::Uuid>,
+    changes: HashMap<uuid::Uuid, Change<'a>>,
+    /// Opened in this batch.
+    new: Vec<uuid::Uuid>,
+    /// Opened earlier.
+    existing: Vec<uuid::Uuid>,
+}
+
+#[derive(Default)]
+struct Change<'a> {
+    opened: Option<(&'a str, &'a proto_events::IncidentOpened)>,
+    peak: Option<Option<f64>>,
+    last_value: Option<Option<f64>>,
+    last_breach_at: Option<chrono::DateTime<Utc>>,
+    resolved: Option<(chrono::DateTime<Utc>, &'static str)>,
+}
+
+fn coalesce_incidents(events: &[Envelope]) -> Coalesced<'_> {
+    let mut c = Coalesced::default();
+    for env in events {
+        let id = match &env.event {
+            Event::IncidentOpened(o) => o.incident_id,
+            Event::IncidentUpdated(u) => u.incident_id,
+            Event::IncidentResolved(r) => r.incident_id,
+            _ => continue,
+        };
+        let change = c.changes.entry(id).or_insert_with(|| {
+            c.order.push(id);
+            Change::default()
+        });
+        match &env.event {
+            Event::IncidentOpened(o) => change.opened = Some((env.machine.as_str(), o)),
+            Event::IncidentUpdated(u) => {
+                change.peak = Some(u.peak);
+                change.last_value = Some(u.last_value);
+                change.last_breach_at = Some(u.last_breach_at);
+            }
+            Event::IncidentResolved(r) => {
+                change.resolved = Some((r.resolved_at, r.reason.as_str()))
+            }
+            _ => {}
+        }
+    }
+    let (new, existing) = c
+        .order
+        .iter()
+        .partition(|id| c.changes[id].opened.is_some());
+    c.new = new;
+    c.existing = existing;
+    c
+}
+
+/// Applies the backend's schema migrations (idempotent).
+pub async fn migrate(db: &Db) -> Result<(), sqlx::migrate::MigrateError> {
+    db.migrate().await
 }

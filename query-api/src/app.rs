@@ -7,6 +7,7 @@ use crate::changes::ChangeWatcher;
 use crate::config::ApiConfig;
 use crate::incidents::IncidentsApi;
 use crate::machines::MachinesApi;
+use crate::rules::EventLogWriter;
 use crate::rules::RulesApi;
 use crate::session::{authenticate, SessionApi};
 use crate::tokens::TokensApi;
@@ -15,10 +16,10 @@ use poem::{
     get, handler, http::StatusCode, web::Data, EndpointExt, IntoResponse, Response, Route, Server,
 };
 use poem_openapi::OpenApiService;
-use sqlx::MySqlPool;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
+use storage::{on, Db};
 
 /// The OpenAPI service: every `#[OpenApi]` impl, one per tag.
 pub type Api = OpenApiService<
@@ -34,23 +35,18 @@ pub type Api = OpenApiService<
 >;
 
 /// The OpenAPI service (also used to print the spec).
-pub fn api_service(
-    pool: MySqlPool,
-    session: SessionApi,
-    watcher: ChangeWatcher,
-    rules: RulesApi,
-) -> Api {
+pub fn api_service(db: Db, session: SessionApi, watcher: ChangeWatcher, rules: RulesApi) -> Api {
     OpenApiService::new(
         (
             IncidentsApi {
-                pool: pool.clone(),
+                db: db.clone(),
                 watcher,
             },
-            MachinesApi { pool: pool.clone() },
+            MachinesApi { db: db.clone() },
             session,
-            TokensApi { pool: pool.clone() },
+            TokensApi { db: db.clone() },
             BacktestsApi {
-                pool,
+                db,
                 defaults: rules.defaults,
             },
             rules,
@@ -74,8 +70,12 @@ fn healthz() -> &'static str {
 }
 
 #[handler]
-async fn readyz(pool: Data<&MySqlPool>) -> Response {
-    match sqlx::query("SELECT 1").execute(*pool).await {
+async fn readyz(db: Data<&Db>) -> Response {
+    match on!(*db, |p| sqlx::query("SELECT 1")
+        .execute(p)
+        .await
+        .map(|_| ()))
+    {
         Ok(_) => "ready".into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -87,13 +87,14 @@ async fn readyz(pool: Data<&MySqlPool>) -> Response {
 
 /// All routes, behind the authentication middleware.
 pub fn routes(
-    pool: MySqlPool,
+    db: Db,
     config: &ApiConfig,
     watcher: ChangeWatcher,
     metrics: std::sync::Arc<crate::metrics::ApiMetrics>,
+    embedded_log: Option<storage::log::EventLog>,
 ) -> impl poem::Endpoint {
     let session = SessionApi {
-        pool: pool.clone(),
+        db: db.clone(),
         policy: config.session,
         limiter: LoginLimiter::new(config.login_max_attempts, config.login_window),
     };
@@ -106,13 +107,18 @@ pub fn routes(
             .map_err(|e| tracing::error!(error = %e, "cannot create the Kafka producer; rule changes are unavailable"))
             .ok()
     });
+    let log = match (embedded_log, producer) {
+        (Some(log), _) => EventLogWriter::Embedded(log),
+        (None, Some(producer)) => EventLogWriter::Kafka(producer),
+        (None, None) => EventLogWriter::None,
+    };
     let rules = RulesApi {
-        pool: pool.clone(),
+        db: db.clone(),
         defaults: config.rules,
-        producer,
+        log,
         topic: config.machine_events_topic.clone(),
     };
-    let api = api_service(pool.clone(), session.clone(), watcher, rules);
+    let api = api_service(db.clone(), session.clone(), watcher, rules);
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     Route::new()
@@ -127,7 +133,7 @@ pub fn routes(
         .at("/metrics", get(metrics_endpoint))
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))
-        .data(pool)
+        .data(db)
         .around(move |ep, req| authenticate(ep, req, session.clone()))
         .data(metrics.clone())
         .around(move |ep, req| crate::metrics::observe(ep, req, metrics.clone()))
@@ -137,21 +143,30 @@ pub fn routes(
 pub struct Application {
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
-    pool: MySqlPool,
+    db: Db,
     config: ApiConfig,
+    embedded_log: Option<storage::log::EventLog>,
 }
 
 impl Application {
     /// Binds `config.listen_addr` (port 0 picks a free port).
-    pub async fn build(config: &ApiConfig, pool: MySqlPool) -> std::io::Result<Self> {
+    pub async fn build(config: &ApiConfig, db: impl Into<Db>) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(config.listen_addr).await?;
         let addr = listener.local_addr()?;
         Ok(Application {
             listener,
             addr,
-            pool,
+            db: db.into(),
             config: config.clone(),
+            embedded_log: None,
         })
+    }
+
+    /// Publishes rule changes to the embedded event log (one-process mode)
+    /// instead of Kafka.
+    pub fn with_embedded_log(mut self, log: storage::log::EventLog) -> Self {
+        self.embedded_log = Some(log);
+        self
     }
 
     /// The bound address.
@@ -168,7 +183,7 @@ impl Application {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let metrics = std::sync::Arc::new(crate::metrics::ApiMetrics::default());
         let watcher = ChangeWatcher::start(
-            self.pool.clone(),
+            self.db.clone(),
             self.config.max_waiters,
             stop_rx,
             metrics.waiting_longpolls.clone(),
@@ -179,7 +194,7 @@ impl Application {
         };
         Server::new_with_acceptor(acceptor)
             .run_with_graceful_shutdown(
-                routes(self.pool, &self.config, watcher, metrics),
+                routes(self.db, &self.config, watcher, metrics, self.embedded_log),
                 shutdown,
                 Some(Duration::from_secs(5)),
             )
@@ -187,7 +202,7 @@ impl Application {
     }
 }
 
-/// Applies the schema migrations in `migrations/` (idempotent, locked).
-pub async fn migrate(pool: &MySqlPool) -> Result<(), sqlx::migrate::MigrateError> {
-    sqlx::migrate!("../migrations").run(pool).await
+/// Applies the backend's schema migrations (idempotent, locked).
+pub async fn migrate(db: &Db) -> Result<(), sqlx::migrate::MigrateError> {
+    db.migrate().await
 }

@@ -9,11 +9,11 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use chrono::{Duration as ChronoDuration, Utc};
 use sha2::{Digest, Sha256};
-use sqlx::{MySqlPool, Row};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+use storage::{on, Db, LastId};
 
 /// A user's role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,7 +199,7 @@ pub struct NewSession {
 
 /// Checks credentials and opens a fresh session (the id rotates at every login).
 pub async fn login(
-    pool: &MySqlPool,
+    db: &Db,
     limiter: &LoginLimiter,
     policy: &SessionPolicy,
     username: &str,
@@ -213,38 +213,34 @@ pub async fn login(
     if !limiter.allow(&keys) {
         return Err(LoginError::RateLimited);
     }
-    let row = sqlx::query("SELECT id, password_hash, role FROM users WHERE username = ?")
-        .bind(username)
-        .fetch_optional(pool)
-        .await
-        .map_err(|_| LoginError::Unavailable)?;
-    let stored = row
-        .as_ref()
-        .and_then(|r| r.try_get::<String, _>("password_hash").ok());
+    let row: Option<(i64, String, String)> = on!(db, |p| sqlx::query_as(
+        "SELECT id, password_hash, role FROM users WHERE username = ?"
+    )
+    .bind(username)
+    .fetch_optional(p)
+    .await)
+    .map_err(|_| LoginError::Unavailable)?;
+    let stored = row.as_ref().map(|(_, hash, _)| hash.clone());
     if !verify_password(password.to_owned(), stored).await {
         return Err(LoginError::BadCredentials);
     }
-    let row = row.ok_or(LoginError::BadCredentials)?;
-    let id: i64 = row.try_get("id").map_err(|_| LoginError::Unavailable)?;
-    let role = row
-        .try_get::<String, _>("role")
-        .ok()
-        .and_then(|r| Role::parse(&r))
-        .ok_or(LoginError::Unavailable)?;
+    let (id, _, role) = row.ok_or(LoginError::BadCredentials)?;
+    let role = Role::parse(&role).ok_or(LoginError::Unavailable)?;
     let session_id = random_hex(32);
     let csrf_token = random_hex(32);
     let now = Utc::now();
     let expires =
         now + ChronoDuration::from_std(policy.absolute).unwrap_or(ChronoDuration::hours(12));
-    sqlx::query("INSERT INTO sessions (id_sha256, user_id, csrf_token, created_at, last_seen_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)")
+    on!(db, |p| sqlx::query("INSERT INTO sessions (id_sha256, user_id, csrf_token, created_at, last_seen_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)")
         .bind(digest(&session_id))
         .bind(id)
         .bind(&csrf_token)
         .bind(now.naive_utc())
         .bind(now.naive_utc())
         .bind(expires.naive_utc())
-        .execute(pool)
+        .execute(p)
         .await
+        .map(|_| ()))
         .map_err(|_| LoginError::Unavailable)?;
     Ok(NewSession {
         session_id,
@@ -261,7 +257,7 @@ pub async fn login(
 /// The user behind a session cookie, if the session is live (not revoked, not past
 /// its absolute or idle expiry). Touches `last_seen_at`.
 pub async fn session_user(
-    pool: &MySqlPool,
+    db: &Db,
     policy: &SessionPolicy,
     session_id: &str,
 ) -> Result<Option<CurrentUser>, sqlx::Error> {
@@ -269,57 +265,63 @@ pub async fn session_user(
     let idle_cutoff =
         now - ChronoDuration::from_std(policy.idle).unwrap_or(ChronoDuration::hours(1));
     let key = digest(session_id);
-    let row = sqlx::query(
+    let row: Option<(i64, String, String, String)> = on!(db, |p| {
+        sqlx::query_as(
         "SELECT u.id, u.username, u.role, s.csrf_token FROM sessions s JOIN users u ON u.id = s.user_id \
          WHERE s.id_sha256 = ? AND s.revoked_at IS NULL AND s.expires_at > ? AND s.last_seen_at > ?",
     )
     .bind(&key)
     .bind(now)
     .bind(idle_cutoff)
-    .fetch_optional(pool)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    sqlx::query("UPDATE sessions SET last_seen_at = ? WHERE id_sha256 = ?")
-        .bind(now)
-        .bind(&key)
-        .execute(pool)
-        .await?;
+    .fetch_optional(p)
+    .await
+    })?;
+    let Some((id, username, role, csrf_token)) = row else {
+        return Ok(None);
+    };
+    on!(db, |p| sqlx::query(
+        "UPDATE sessions SET last_seen_at = ? WHERE id_sha256 = ?"
+    )
+    .bind(now)
+    .bind(&key)
+    .execute(p)
+    .await
+    .map(|_| ()))?;
     Ok(Some(CurrentUser {
-        id: row.try_get("id")?,
-        username: row.try_get("username")?,
-        role: Role::parse(&row.try_get::<String, _>("role")?).unwrap_or(Role::Viewer),
-        csrf_token: Some(row.try_get("csrf_token")?),
+        id,
+        username,
+        role: Role::parse(&role).unwrap_or(Role::Viewer),
+        csrf_token: Some(csrf_token),
     }))
 }
 
 /// The user behind an API bearer token, if it is live.
-pub async fn token_user(pool: &MySqlPool, token: &str) -> Result<Option<CurrentUser>, sqlx::Error> {
-    let row = sqlx::query(
+pub async fn token_user(db: &Db, token: &str) -> Result<Option<CurrentUser>, sqlx::Error> {
+    let row: Option<(i64, String, String)> = on!(db, |p| sqlx::query_as(
         "SELECT u.id, u.username, u.role FROM api_tokens t JOIN users u ON u.id = t.user_id \
          WHERE t.token_sha256 = ? AND t.revoked_at IS NULL",
     )
     .bind(digest(token))
-    .fetch_optional(pool)
-    .await?;
-    Ok(match row {
-        Some(row) => Some(CurrentUser {
-            id: row.try_get("id")?,
-            username: row.try_get("username")?,
-            role: Role::parse(&row.try_get::<String, _>("role")?).unwrap_or(Role::Viewer),
-            csrf_token: None,
-        }),
-        None => None,
-    })
+    .fetch_optional(p)
+    .await)?;
+    Ok(row.map(|(id, username, role)| CurrentUser {
+        id,
+        username,
+        role: Role::parse(&role).unwrap_or(Role::Viewer),
+        csrf_token: None,
+    }))
 }
 
 /// Revokes a session (logout).
-pub async fn revoke_session(pool: &MySqlPool, session_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE sessions SET revoked_at = ? WHERE id_sha256 = ? AND revoked_at IS NULL")
-        .bind(Utc::now().naive_utc())
-        .bind(digest(session_id))
-        .execute(pool)
-        .await?;
-    Ok(())
+pub async fn revoke_session(db: &Db, session_id: &str) -> Result<(), sqlx::Error> {
+    on!(db, |p| sqlx::query(
+        "UPDATE sessions SET revoked_at = ? WHERE id_sha256 = ? AND revoked_at IS NULL"
+    )
+    .bind(Utc::now().naive_utc())
+    .bind(digest(session_id))
+    .execute(p)
+    .await
+    .map(|_| ()))
 }
 
 /// Why a user could not be created or changed.
@@ -357,7 +359,7 @@ fn check_name(name: &str) -> Result<(), UserError> {
 
 /// Creates a user.
 pub async fn create_user(
-    pool: &MySqlPool,
+    db: &Db,
     username: &str,
     password: &str,
     role: Role,
@@ -367,17 +369,18 @@ pub async fn create_user(
         return Err(UserError::WeakPassword);
     }
     let hash = hash_password(password.to_owned()).await?;
-    let done = sqlx::query(
+    let done = on!(db, |p| sqlx::query(
         "INSERT INTO users (username, password_hash, role, created_at) VALUES (?, ?, ?, ?)",
     )
     .bind(username)
-    .bind(hash)
+    .bind(&hash)
     .bind(role.as_str())
     .bind(Utc::now().naive_utc())
-    .execute(pool)
-    .await;
+    .execute(p)
+    .await
+    .map(|r| r.last_id()));
     match done {
-        Ok(r) => Ok(r.last_insert_id() as i64),
+        Ok(id) => Ok(id),
         Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
             Err(UserError::Exists(username.to_owned()))
         }
@@ -386,65 +389,70 @@ pub async fn create_user(
 }
 
 /// Sets a user's password and revokes their sessions.
-pub async fn set_password(
-    pool: &MySqlPool,
-    username: &str,
-    password: &str,
-) -> Result<(), UserError> {
+pub async fn set_password(db: &Db, username: &str, password: &str) -> Result<(), UserError> {
     if password.chars().count() < 12 {
         return Err(UserError::WeakPassword);
     }
     let hash = hash_password(password.to_owned()).await?;
-    let done = sqlx::query("UPDATE users SET password_hash = ? WHERE username = ?")
-        .bind(hash)
-        .bind(username)
-        .execute(pool)
-        .await
-        .map_err(anyhow::Error::from)?;
-    if done.rows_affected() == 0 {
+    let changed = on!(db, |p| sqlx::query(
+        "UPDATE users SET password_hash = ? WHERE username = ?"
+    )
+    .bind(&hash)
+    .bind(username)
+    .execute(p)
+    .await
+    .map(|d| d.rows_affected()))
+    .map_err(anyhow::Error::from)?;
+    if changed == 0 {
         return Err(UserError::NotFound(username.to_owned()));
     }
-    sqlx::query("UPDATE sessions s JOIN users u ON u.id = s.user_id SET s.revoked_at = ? WHERE u.username = ? AND s.revoked_at IS NULL")
-        .bind(Utc::now().naive_utc())
-        .bind(username)
-        .execute(pool)
-        .await
-        .map_err(anyhow::Error::from)?;
+    on!(db, |p| sqlx::query(
+        "UPDATE sessions SET revoked_at = ? \
+         WHERE user_id = (SELECT id FROM users WHERE username = ?) AND revoked_at IS NULL"
+    )
+    .bind(Utc::now().naive_utc())
+    .bind(username)
+    .execute(p)
+    .await
+    .map(|_| ()))
+    .map_err(anyhow::Error::from)?;
     Ok(())
 }
 
 /// Deletes a user with their sessions and tokens.
-pub async fn delete_user(pool: &MySqlPool, username: &str) -> Result<(), UserError> {
-    let mut tx = pool.begin().await.map_err(anyhow::Error::from)?;
-    let id: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE username = ?")
-        .bind(username)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(anyhow::Error::from)?;
-    let Some(id) = id else {
-        return Err(UserError::NotFound(username.to_owned()));
-    };
-    for sql in [
-        "DELETE FROM sessions WHERE user_id = ?",
-        "DELETE FROM api_tokens WHERE user_id = ?",
-        "DELETE FROM users WHERE id = ?",
-    ] {
-        sqlx::query(sql)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(anyhow::Error::from)?;
+pub async fn delete_user(db: &Db, username: &str) -> Result<(), UserError> {
+    let found = on!(db, |p| async {
+        let mut tx = p.begin().await?;
+        let id: Option<i64> = sqlx::query_scalar("SELECT id FROM users WHERE username = ?")
+            .bind(username)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(id) = id else {
+            return Ok::<bool, sqlx::Error>(false);
+        };
+        for sql in [
+            "DELETE FROM sessions WHERE user_id = ?",
+            "DELETE FROM api_tokens WHERE user_id = ?",
+            "DELETE FROM users WHERE id = ?",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
-    tx.commit().await.map_err(anyhow::Error::from)?;
+    .await)
+    .map_err(anyhow::Error::from)?;
+    if !found {
+        return Err(UserError::NotFound(username.to_owned()));
+    }
     Ok(())
 }
 
 /// `(username, role)` of every user.
-pub async fn list_users(pool: &MySqlPool) -> Result<Vec<(String, String)>, sqlx::Error> {
-    let rows = sqlx::query("SELECT username, role FROM users ORDER BY username")
-        .fetch_all(pool)
-        .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("username")?, r.try_get("role")?)))
-        .collect()
+pub async fn list_users(db: &Db) -> Result<Vec<(String, String)>, sqlx::Error> {
+    on!(db, |p| sqlx::query_as(
+        "SELECT username, role FROM users ORDER BY username"
+    )
+    .fetch_all(p)
+    .await)
 }

@@ -13,7 +13,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use proto_events::backtest::{JobRequest, JobResult, Quality, ResultIncident};
 use proto_events::RuleSet;
-use sqlx::{MySqlPool, Row};
+use storage::{on, Db};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -273,7 +273,7 @@ fn unavailable() -> ErrorBody {
 /// The backtest endpoints.
 pub struct BacktestsApi {
     /// Where requests and results are recorded.
-    pub pool: MySqlPool,
+    pub db: Db,
     /// The configured default rules.
     pub defaults: RuleSet,
 }
@@ -281,39 +281,44 @@ pub struct BacktestsApi {
 const COLUMNS: &str = "id, status, progress, events_read, requested_by, requested_at, started_at, \
                        finished_at, error, request";
 
+/// A `backtests` row as stored (either backend).
+#[derive(sqlx::FromRow)]
+struct BacktestRow {
+    id: String,
+    status: String,
+    progress: f64,
+    events_read: i64,
+    requested_by: String,
+    requested_at: NaiveDateTime,
+    started_at: Option<NaiveDateTime>,
+    finished_at: Option<NaiveDateTime>,
+    error: Option<String>,
+    request: String,
+    #[sqlx(default)]
+    result: Option<String>,
+}
+
 impl BacktestsApi {
-    fn from_row(row: &sqlx::mysql::MySqlRow, with_result: bool) -> Result<Backtest, String> {
-        let get_time = |col: &str| -> Result<Option<DateTime<Utc>>, String> {
-            row.try_get::<Option<NaiveDateTime>, _>(col)
-                .map(|t| t.map(|t| t.and_utc()))
-                .map_err(|e| e.to_string())
-        };
-        let request: JobRequest = serde_json::from_str(
-            &row.try_get::<String, _>("request")
-                .map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| format!("unreadable request: {e}"))?;
-        let result = if with_result {
-            row.try_get::<Option<String>, _>("result")
-                .map_err(|e| e.to_string())?
-                .map(|text| serde_json::from_str::<JobResult>(&text))
-                .transpose()
-                .map_err(|e| format!("unreadable result: {e}"))?
-                .as_ref()
-                .map(result)
-        } else {
-            None
-        };
+    fn from_row(row: BacktestRow) -> Result<Backtest, String> {
+        let request: JobRequest =
+            serde_json::from_str(&row.request).map_err(|e| format!("unreadable request: {e}"))?;
+        let result = row
+            .result
+            .map(|text| serde_json::from_str::<JobResult>(&text))
+            .transpose()
+            .map_err(|e| format!("unreadable result: {e}"))?
+            .as_ref()
+            .map(result);
         Ok(Backtest {
-            id: row.try_get("id").map_err(|e| e.to_string())?,
-            status: row.try_get("status").map_err(|e| e.to_string())?,
-            progress: row.try_get("progress").map_err(|e| e.to_string())?,
-            events_read: row.try_get("events_read").map_err(|e| e.to_string())?,
-            requested_by: row.try_get("requested_by").map_err(|e| e.to_string())?,
-            requested_at: get_time("requested_at")?.unwrap_or_default(),
-            started_at: get_time("started_at")?,
-            finished_at: get_time("finished_at")?,
-            error: row.try_get("error").map_err(|e| e.to_string())?,
+            id: row.id,
+            status: row.status,
+            progress: row.progress,
+            events_read: row.events_read,
+            requested_by: row.requested_by,
+            requested_at: row.requested_at.and_utc(),
+            started_at: row.started_at.map(|t| t.and_utc()),
+            finished_at: row.finished_at.map(|t| t.and_utc()),
+            error: row.error,
             from: request.from,
             to: request.to,
             machines: request.machines,
@@ -354,7 +359,7 @@ impl BacktestsApi {
             Ok(r) => r,
             Err(why) => return bad(format!("rules: {why}")),
         };
-        let Ok(baseline) = rules_in_force(&self.pool, self.defaults).await else {
+        let Ok(baseline) = rules_in_force(&self.db, self.defaults).await else {
             return CreateResponse::Unavailable(Json(unavailable()));
         };
         let request = JobRequest {
@@ -365,7 +370,7 @@ impl BacktestsApi {
             baseline,
         };
         let id = uuid::Uuid::new_v4().to_string();
-        let inserted = sqlx::query(
+        let inserted = on!(&self.db, |p| sqlx::query(
             "INSERT INTO backtests (id, requested_by, requested_at, request, status) \
              VALUES (?, ?, ?, ?, 'queued')",
         )
@@ -373,8 +378,9 @@ impl BacktestsApi {
         .bind(&user.username)
         .bind(Utc::now().naive_utc())
         .bind(serde_json::to_string(&request).unwrap_or_default())
-        .execute(&self.pool)
-        .await;
+        .execute(p)
+        .await
+        .map(|_| ()));
         match inserted {
             Ok(_) => CreateResponse::Accepted(Json(Created {
                 id,
@@ -390,19 +396,19 @@ impl BacktestsApi {
     /// A backtest: status, progress and, when done, its result.
     #[oai(path = "/backtests/:id", method = "get", operation_id = "get_backtest")]
     async fn get(&self, id: Path<String>) -> GetResponse {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS}, result FROM backtests WHERE id = ?"
-        ))
+        let row: Result<Option<BacktestRow>, sqlx::Error> = on!(&self.db, |p| sqlx::query_as(
+            &format!("SELECT {COLUMNS}, result FROM backtests WHERE id = ?")
+        )
         .bind(&id.0)
-        .fetch_optional(&self.pool)
-        .await;
+        .fetch_optional(p)
+        .await);
         match row {
             Err(_) => GetResponse::Unavailable(Json(unavailable())),
             Ok(None) => GetResponse::NotFound(Json(ErrorBody::new(
                 "not_found",
                 format!("no backtest {:?}", id.0),
             ))),
-            Ok(Some(row)) => match Self::from_row(&row, true) {
+            Ok(Some(row)) => match Self::from_row(row) {
                 Ok(b) => GetResponse::Ok(Json(b)),
                 Err(why) => {
                     tracing::error!(backtest = id.0, error = why, "unreadable backtest row");
@@ -415,17 +421,17 @@ impl BacktestsApi {
     /// The 50 most recent backtests, newest first (without results).
     #[oai(path = "/backtests", method = "get", operation_id = "list_backtests")]
     async fn list(&self) -> ListResponse {
-        let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM backtests ORDER BY requested_at DESC LIMIT 50"
-        ))
-        .fetch_all(&self.pool)
-        .await;
+        let rows: Result<Vec<BacktestRow>, sqlx::Error> = on!(&self.db, |p| sqlx::query_as(
+            &format!("SELECT {COLUMNS} FROM backtests ORDER BY requested_at DESC LIMIT 50")
+        )
+        .fetch_all(p)
+        .await);
         match rows {
             Err(_) => ListResponse::Unavailable(Json(unavailable())),
             Ok(rows) => ListResponse::Ok(Json(BacktestList {
                 backtests: rows
-                    .iter()
-                    .filter_map(|r| Self::from_row(r, false).ok())
+                    .into_iter()
+                    .filter_map(|r| Self::from_row(r).ok())
                     .collect(),
             })),
         }

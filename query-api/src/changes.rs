@@ -4,9 +4,9 @@
 //! 5,000 waiters cost one query per tick, not 5,000. Waiters are bounded.
 
 use prometheus_client::metrics::gauge::Gauge;
-use sqlx::MySqlPool;
 use std::sync::Arc;
 use std::time::Duration;
+use storage::{on, Db};
 use tokio::sync::{watch, Notify};
 
 /// Shared by all long-polls of one instance.
@@ -34,7 +34,7 @@ impl ChangeWatcher {
     /// Starts the polling task; it ends when `shutdown` turns true. `waiters` is
     /// the gauge exported as the number of waiting long-polls.
     pub fn start(
-        pool: MySqlPool,
+        db: Db,
         max_waiters: usize,
         shutdown: watch::Receiver<bool>,
         waiters: Gauge,
@@ -53,9 +53,11 @@ impl ChangeWatcher {
                         _ = stop.changed() => return,
                     }
                 }
-                match sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(seq) FROM incident_changes")
-                    .fetch_one(&pool)
-                    .await
+                match on!(&db, |p| sqlx::query_scalar::<_, Option<i64>>(
+                    "SELECT MAX(seq) FROM incident_changes"
+                )
+                .fetch_one(p)
+                .await)
                 {
                     Ok(v) => {
                         let v = v.unwrap_or(0);

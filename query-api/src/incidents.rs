@@ -4,7 +4,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
-use sqlx::{MySqlPool, QueryBuilder, Row};
+use sqlx::QueryBuilder;
+use storage::{on, Db};
 
 use crate::error::ErrorBody;
 
@@ -140,7 +141,7 @@ enum ChangesResponse {
 /// The incidents endpoints.
 pub struct IncidentsApi {
     /// The projection database.
-    pub pool: MySqlPool,
+    pub db: Db,
     /// Wakes long-polls when the change feed moves.
     pub watcher: crate::changes::ChangeWatcher,
 }
@@ -148,37 +149,33 @@ pub struct IncidentsApi {
 impl IncidentsApi {
     /// Changes after `after`: `(cursor, incidents)`.
     async fn changes_after(&self, after: i64) -> Result<(i64, Vec<Incident>), sqlx::Error> {
-        let rows = sqlx::query(
+        let rows: Vec<(i64, String)> = on!(&self.db, |p| {
+            sqlx::query_as(
             "SELECT seq, incident_id FROM incident_changes WHERE seq > ? ORDER BY seq LIMIT 1000",
         )
         .bind(after)
-        .fetch_all(&self.pool)
-        .await?;
-        let Some(last) = rows.last() else {
+        .fetch_all(p)
+        .await
+        })?;
+        let Some(&(cursor, _)) = rows.last() else {
             return Ok((after, vec![]));
         };
-        let cursor: i64 = last.try_get("seq")?;
         let mut ids: Vec<String> = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let id: String = r.try_get("incident_id")?;
+        for (_, id) in rows {
             if !ids.contains(&id) {
                 ids.push(id);
             }
         }
-        let mut q = QueryBuilder::new(format!("SELECT {COLUMNS} FROM incidents WHERE id IN ("));
-        let mut sep = q.separated(", ");
-        for id in &ids {
-            sep.push_bind(id);
-        }
-        q.push(") ORDER BY (resolved_at IS NULL) DESC, opened_at DESC, id");
-        let incidents = q
-            .build()
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(row_to_incident)
-            .collect::<Result<_, _>>()?;
-        Ok((cursor, incidents))
+        let incidents: Vec<IncidentRow> = on!(&self.db, |p| {
+            let mut q = QueryBuilder::new(format!("SELECT {COLUMNS} FROM incidents WHERE id IN ("));
+            let mut sep = q.separated(", ");
+            for id in &ids {
+                sep.push_bind(id);
+            }
+            q.push(") ORDER BY (resolved_at IS NULL) DESC, opened_at DESC, id");
+            q.build_query_as().fetch_all(p).await
+        })?;
+        Ok((cursor, incidents.into_iter().map(Incident::from).collect()))
     }
 }
 
@@ -188,28 +185,46 @@ fn utc(t: NaiveDateTime) -> DateTime<Utc> {
     t.and_utc()
 }
 
-fn row_to_incident(r: &sqlx::mysql::MySqlRow) -> Result<Incident, sqlx::Error> {
-    let resolved_at: Option<NaiveDateTime> = r.try_get("resolved_at")?;
-    Ok(Incident {
-        id: r.try_get("id")?,
-        machine: r.try_get("machine")?,
-        rule: r.try_get("rule")?,
-        status: if resolved_at.is_some() {
-            "resolved"
-        } else {
-            "open"
+/// An `incidents` row as stored (either backend).
+#[derive(sqlx::FromRow)]
+pub(crate) struct IncidentRow {
+    id: String,
+    machine: String,
+    rule: String,
+    threshold: f64,
+    for_ms: i64,
+    started_at: NaiveDateTime,
+    opened_at: NaiveDateTime,
+    peak: Option<f64>,
+    last_value: Option<f64>,
+    last_breach_at: NaiveDateTime,
+    resolved_at: Option<NaiveDateTime>,
+    resolution: String,
+}
+
+impl From<IncidentRow> for Incident {
+    fn from(r: IncidentRow) -> Self {
+        Incident {
+            id: r.id,
+            machine: r.machine,
+            rule: r.rule,
+            status: if r.resolved_at.is_some() {
+                "resolved"
+            } else {
+                "open"
+            }
+            .to_owned(),
+            threshold: r.threshold,
+            for_ms: r.for_ms,
+            started_at: utc(r.started_at),
+            opened_at: utc(r.opened_at),
+            peak: r.peak,
+            last_value: r.last_value,
+            last_breach_at: utc(r.last_breach_at),
+            resolved_at: r.resolved_at.map(utc),
+            resolution: r.resolution,
         }
-        .to_owned(),
-        threshold: r.try_get("threshold")?,
-        for_ms: r.try_get("for_ms")?,
-        started_at: utc(r.try_get("started_at")?),
-        opened_at: utc(r.try_get("opened_at")?),
-        peak: r.try_get("peak")?,
-        last_value: r.try_get("last_value")?,
-        last_breach_at: utc(r.try_get("last_breach_at")?),
-        resolved_at: resolved_at.map(utc),
-        resolution: r.try_get("resolution")?,
-    })
+    }
 }
 
 #[OpenApi(tag = "ApiTags::Incidents")]
@@ -255,48 +270,47 @@ impl IncidentsApi {
                 )));
             }
         }
-        let mut q = QueryBuilder::new(format!("SELECT {COLUMNS} FROM incidents WHERE 1=1"));
-        match status.0.unwrap_or_default() {
-            StatusFilter::Open => {
-                q.push(" AND resolved_at IS NULL");
+        let rows: Result<Vec<IncidentRow>, sqlx::Error> = on!(&self.db, |p| {
+            let mut q = QueryBuilder::new(format!("SELECT {COLUMNS} FROM incidents WHERE 1=1"));
+            match status.0.unwrap_or_default() {
+                StatusFilter::Open => {
+                    q.push(" AND resolved_at IS NULL");
+                }
+                StatusFilter::Resolved => {
+                    q.push(" AND resolved_at IS NOT NULL");
+                }
+                StatusFilter::All => {}
             }
-            StatusFilter::Resolved => {
-                q.push(" AND resolved_at IS NOT NULL");
+            if let Some(m) = machine.0 {
+                q.push(" AND machine = ").push_bind(m);
             }
-            StatusFilter::All => {}
-        }
-        if let Some(m) = machine.0 {
-            q.push(" AND machine = ").push_bind(m);
-        }
-        if let Some(r) = rule.0 {
-            q.push(" AND rule = ").push_bind(r);
-        }
-        if let Some(t) = since.0 {
-            q.push(" AND opened_at >= ").push_bind(t.naive_utc());
-        }
-        if let Some(t) = until.0 {
-            q.push(" AND opened_at < ").push_bind(t.naive_utc());
-        }
-        if let Some((open, at, id)) = after {
-            let flag = i32::from(open);
-            q.push(" AND ((resolved_at IS NULL) < ").push_bind(flag);
-            q.push(" OR ((resolved_at IS NULL) = ")
-                .push_bind(flag)
-                .push(" AND opened_at < ")
-                .push_bind(at);
-            q.push(") OR ((resolved_at IS NULL) = ")
-                .push_bind(flag)
-                .push(" AND opened_at = ")
-                .push_bind(at);
-            q.push(" AND id > ").push_bind(id).push("))");
-        }
-        q.push(" ORDER BY (resolved_at IS NULL) DESC, opened_at DESC, id LIMIT ")
-            .push_bind(limit + 1);
-        match q.build().fetch_all(&self.pool).await.and_then(|rows| {
-            rows.iter()
-                .map(row_to_incident)
-                .collect::<Result<Vec<_>, _>>()
-        }) {
+            if let Some(r) = rule.0 {
+                q.push(" AND rule = ").push_bind(r);
+            }
+            if let Some(t) = since.0 {
+                q.push(" AND opened_at >= ").push_bind(t.naive_utc());
+            }
+            if let Some(t) = until.0 {
+                q.push(" AND opened_at < ").push_bind(t.naive_utc());
+            }
+            if let Some((open, at, id)) = after {
+                let flag = i32::from(open);
+                q.push(" AND ((resolved_at IS NULL) < ").push_bind(flag);
+                q.push(" OR ((resolved_at IS NULL) = ")
+                    .push_bind(flag)
+                    .push(" AND opened_at < ")
+                    .push_bind(at);
+                q.push(") OR ((resolved_at IS NULL) = ")
+                    .push_bind(flag)
+                    .push(" AND opened_at = ")
+                    .push_bind(at);
+                q.push(" AND id > ").push_bind(id).push("))");
+            }
+            q.push(" ORDER BY (resolved_at IS NULL) DESC, opened_at DESC, id LIMIT ")
+                .push_bind(limit + 1);
+            q.build_query_as().fetch_all(p).await
+        });
+        match rows.map(|rows| rows.into_iter().map(Incident::from).collect::<Vec<_>>()) {
             Ok(mut incidents) => {
                 let next_cursor = if incidents.len() > limit as usize {
                     incidents.truncate(limit as usize);
@@ -345,11 +359,11 @@ impl IncidentsApi {
         };
         let after = match after.0.as_deref() {
             None => {
-                return match sqlx::query_scalar::<_, Option<i64>>(
+                return match on!(&self.db, |p| sqlx::query_scalar::<_, Option<i64>>(
                     "SELECT MAX(seq) FROM incident_changes",
                 )
-                .fetch_one(&self.pool)
-                .await
+                .fetch_one(p)
+                .await)
                 {
                     Ok(head) => ChangesResponse::Ok(Json(IncidentChanges {
                         cursor: head.unwrap_or(0).to_string(),
@@ -398,11 +412,13 @@ impl IncidentsApi {
     /// One incident by id.
     #[oai(path = "/incidents/:id", method = "get", operation_id = "get_incident")]
     async fn get(&self, id: Path<String>) -> GetResponse {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM incidents WHERE id = ?"))
-            .bind(&id.0)
-            .fetch_optional(&self.pool)
-            .await;
-        match row.and_then(|r| r.as_ref().map(row_to_incident).transpose()) {
+        let row: Result<Option<IncidentRow>, sqlx::Error> = on!(&self.db, |p| sqlx::query_as(
+            &format!("SELECT {COLUMNS} FROM incidents WHERE id = ?")
+        )
+        .bind(&id.0)
+        .fetch_optional(p)
+        .await);
+        match row.map(|r| r.map(Incident::from)) {
             Ok(Some(i)) => GetResponse::Ok(Json(i)),
             Ok(None) => GetResponse::NotFound(Json(ErrorBody::new(
                 "not_found",

@@ -8,8 +8,8 @@ use poem::Request;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
-use sqlx::{MySqlPool, Row};
 use std::collections::BTreeMap;
+use storage::{on, Db, LastId};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -216,7 +216,7 @@ enum CreateResponse {
 /// The machines endpoints.
 pub struct MachinesApi {
     /// Registry and projections.
-    pub pool: MySqlPool,
+    pub db: Db,
 }
 
 fn validate(m: &NewMachine) -> Result<(), String> {
@@ -257,24 +257,49 @@ fn validate(m: &NewMachine) -> Result<(), String> {
 const SELECT: &str = "SELECT m.id, m.name, m.url, m.enabled, m.interval_ms, l.status, l.cpu, l.mem, l.disk, l.uptime_s, l.observed_at \
                       FROM machines m LEFT JOIN machine_latest l ON l.machine = m.name";
 
-fn row_to_machine(r: &sqlx::mysql::MySqlRow) -> Result<Machine, sqlx::Error> {
-    Ok(Machine {
-        id: r.try_get("id")?,
-        name: r.try_get("name")?,
-        url: r.try_get("url")?,
-        enabled: r.try_get("enabled")?,
-        interval_ms: r.try_get("interval_ms")?,
-        status: r
-            .try_get::<Option<String>, _>("status")?
-            .unwrap_or_else(|| "unknown".to_owned()),
-        cpu: r.try_get("cpu")?,
-        mem: r.try_get("mem")?,
-        disk: r.try_get("disk")?,
-        uptime_s: r.try_get("uptime_s")?,
-        observed_at: r
-            .try_get::<Option<NaiveDateTime>, _>("observed_at")?
-            .map(|t| t.and_utc()),
-    })
+/// A machine with its latest state, as stored (either backend).
+#[derive(sqlx::FromRow)]
+struct MachineRow {
+    id: i64,
+    name: String,
+    url: String,
+    enabled: bool,
+    interval_ms: Option<i64>,
+    status: Option<String>,
+    cpu: Option<f64>,
+    mem: Option<f64>,
+    disk: Option<f64>,
+    uptime_s: Option<i64>,
+    observed_at: Option<NaiveDateTime>,
+}
+
+impl From<MachineRow> for Machine {
+    fn from(r: MachineRow) -> Self {
+        Machine {
+            id: r.id,
+            name: r.name,
+            url: r.url,
+            enabled: r.enabled,
+            interval_ms: r.interval_ms,
+            status: r.status.unwrap_or_else(|| "unknown".to_owned()),
+            cpu: r.cpu,
+            mem: r.mem,
+            disk: r.disk,
+            uptime_s: r.uptime_s,
+            observed_at: r.observed_at.map(|t| t.and_utc()),
+        }
+    }
+}
+
+/// A sample as stored.
+#[derive(sqlx::FromRow)]
+struct SampleRow {
+    observed_at: NaiveDateTime,
+    cpu: Option<f64>,
+    mem: Option<f64>,
+    disk: Option<f64>,
+    uptime_s: Option<i64>,
+    failure_reason: Option<String>,
 }
 
 #[OpenApi(tag = "ApiTags::Machines")]
@@ -282,12 +307,15 @@ impl MachinesApi {
     /// Every machine with its latest metrics and status.
     #[oai(path = "/machines", method = "get", operation_id = "list_machines")]
     async fn list(&self) -> ListResponse {
-        match sqlx::query(&format!("{SELECT} ORDER BY m.name"))
-            .fetch_all(&self.pool)
-            .await
-            .and_then(|rows| rows.iter().map(row_to_machine).collect())
-        {
-            Ok(machines) => ListResponse::Ok(Json(MachineList { machines })),
+        let rows: Result<Vec<MachineRow>, sqlx::Error> = on!(&self.db, |p| sqlx::query_as(
+            &format!("{SELECT} ORDER BY m.name")
+        )
+        .fetch_all(p)
+        .await);
+        match rows {
+            Ok(rows) => ListResponse::Ok(Json(MachineList {
+                machines: rows.into_iter().map(Machine::from).collect(),
+            })),
             Err(e) => {
                 tracing::error!(error = %e, "listing machines failed");
                 ListResponse::Unavailable(Json(ErrorBody::new(
@@ -310,30 +338,27 @@ impl MachinesApi {
         let now = Utc::now().naive_utc();
         let labels = serde_json::to_string(&body.labels.clone().unwrap_or_default())
             .unwrap_or_else(|_| "{}".to_owned());
-        let inserted = sqlx::query("INSERT INTO machines (name, url, enabled, interval_ms, labels, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        let inserted = on!(&self.db, |p| {
+            sqlx::query("INSERT INTO machines (name, url, enabled, interval_ms, labels, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)")
             .bind(&body.name)
             .bind(&body.url)
             .bind(body.enabled.unwrap_or(true))
             .bind(body.interval_ms.map(|v| v as i64))
-            .bind(labels)
+            .bind(&labels)
             .bind(now)
             .bind(now)
-            .execute(&self.pool)
-            .await;
+            .execute(p)
+            .await
+            .map(|done| done.last_id())
+        });
         match inserted {
-            Ok(done) => {
-                let row = sqlx::query(&format!("{SELECT} WHERE m.id = ?"))
-                    .bind(done.last_insert_id() as i64)
-                    .fetch_one(&self.pool)
-                    .await;
-                match row.and_then(|r| row_to_machine(&r)) {
-                    Ok(m) => CreateResponse::Created(Json(m)),
-                    Err(_) => CreateResponse::Unavailable(Json(ErrorBody::new(
-                        "unavailable",
-                        "the database is unavailable",
-                    ))),
-                }
-            }
+            Ok(id) => match self.fetch(id).await {
+                Ok(Some(m)) => CreateResponse::Created(Json(m)),
+                _ => CreateResponse::Unavailable(Json(ErrorBody::new(
+                    "unavailable",
+                    "the database is unavailable",
+                ))),
+            },
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
                 CreateResponse::Conflict(Json(ErrorBody::new(
                     "conflict",
@@ -351,14 +376,13 @@ impl MachinesApi {
     }
 
     async fn fetch(&self, id: i64) -> Result<Option<Machine>, sqlx::Error> {
-        match sqlx::query(&format!("{SELECT} WHERE m.id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-        {
-            Some(r) => Ok(Some(row_to_machine(&r)?)),
-            None => Ok(None),
-        }
+        let row: Option<MachineRow> = on!(&self.db, |p| sqlx::query_as(&format!(
+            "{SELECT} WHERE m.id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(p)
+        .await)?;
+        Ok(row.map(Machine::from))
     }
 
     /// One machine with its latest metrics and status.
@@ -394,19 +418,21 @@ impl MachinesApi {
             .labels
             .as_ref()
             .map(|l| serde_json::to_string(l).unwrap_or_else(|_| "{}".to_owned()));
-        let done = sqlx::query(
+        let done = on!(&self.db, |p| sqlx::query(
             "UPDATE machines SET url = COALESCE(?, url), enabled = COALESCE(?, enabled), \
-             interval_ms = IF(? IS NULL, interval_ms, NULLIF(?, 0)), labels = COALESCE(?, labels), updated_at = ? WHERE id = ?",
+             interval_ms = CASE WHEN ? IS NULL THEN interval_ms ELSE NULLIF(?, 0) END, \
+             labels = COALESCE(?, labels), updated_at = ? WHERE id = ?",
         )
         .bind(&body.url)
         .bind(body.enabled)
         .bind(body.interval_ms.map(|v| v as i64))
         .bind(body.interval_ms.map(|v| v as i64))
-        .bind(labels)
+        .bind(&labels)
         .bind(Utc::now().naive_utc())
         .bind(id.0)
-        .execute(&self.pool)
-        .await;
+        .execute(p)
+        .await
+        .map(|_| ()));
         if done.is_err() {
             return OneResponse::Unavailable(Json(unavailable()));
         }
@@ -428,12 +454,15 @@ impl MachinesApi {
         if let Err(e) = require_admin(req) {
             return DeleteResponse::Forbidden(Json(e));
         }
-        match sqlx::query("DELETE FROM machines WHERE id = ?")
-            .bind(id.0)
-            .execute(&self.pool)
-            .await
+        match on!(&self.db, |p| sqlx::query(
+            "DELETE FROM machines WHERE id = ?"
+        )
+        .bind(id.0)
+        .execute(p)
+        .await
+        .map(|d| d.rows_affected()))
         {
-            Ok(d) if d.rows_affected() == 1 => DeleteResponse::Deleted,
+            Ok(1) => DeleteResponse::Deleted,
             Ok(_) => DeleteResponse::NotFound(Json(not_found(id.0))),
             Err(_) => DeleteResponse::Unavailable(Json(unavailable())),
         }
@@ -460,41 +489,42 @@ impl MachinesApi {
                 "from is after to",
             )));
         }
-        let name: Option<String> =
-            match sqlx::query_scalar("SELECT name FROM machines WHERE id = ?")
-                .bind(id.0)
-                .fetch_optional(&self.pool)
-                .await
-            {
-                Ok(n) => n,
-                Err(_) => return SamplesResponse::Unavailable(Json(unavailable())),
-            };
+        let name: Option<String> = match on!(&self.db, |p| sqlx::query_scalar(
+            "SELECT name FROM machines WHERE id = ?"
+        )
+        .bind(id.0)
+        .fetch_optional(p)
+        .await)
+        {
+            Ok(n) => n,
+            Err(_) => return SamplesResponse::Unavailable(Json(unavailable())),
+        };
         let Some(name) = name else {
             return SamplesResponse::NotFound(Json(not_found(id.0)));
         };
-        let rows = sqlx::query(
+        let rows: Result<Vec<SampleRow>, sqlx::Error> = on!(&self.db, |p| {
+            sqlx::query_as(
             "SELECT observed_at, cpu, mem, disk, uptime_s, failure_reason FROM samples \
              WHERE machine = ? AND observed_at >= ? AND observed_at <= ? ORDER BY observed_at DESC LIMIT 5000",
         )
         .bind(&name)
         .bind(from.naive_utc())
         .bind(to.naive_utc())
-        .fetch_all(&self.pool)
-        .await;
+        .fetch_all(p)
+        .await
+        });
         let Ok(rows) = rows else {
             return SamplesResponse::Unavailable(Json(unavailable()));
         };
         let mut samples: Vec<Sample> = rows
-            .iter()
-            .filter_map(|r| {
-                Some(Sample {
-                    observed_at: r.try_get::<NaiveDateTime, _>("observed_at").ok()?.and_utc(),
-                    cpu: r.try_get("cpu").ok()?,
-                    mem: r.try_get("mem").ok()?,
-                    disk: r.try_get("disk").ok()?,
-                    uptime_s: r.try_get("uptime_s").ok()?,
-                    failure_reason: r.try_get("failure_reason").ok()?,
-                })
+            .into_iter()
+            .map(|r| Sample {
+                observed_at: r.observed_at.and_utc(),
+                cpu: r.cpu,
+                mem: r.mem,
+                disk: r.disk,
+                uptime_s: r.uptime_s,
+                failure_reason: r.failure_reason,
             })
             .collect();
         samples.reverse();

@@ -78,12 +78,10 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let config = ApiConfig::from_settings(&Settings::from_env())?;
-    let pool = sqlx::mysql::MySqlPoolOptions::new()
-        .max_connections(16)
-        .connect(&config.database_url)
+    let db = storage::Db::connect(&config.database_url, 16)
         .await
         .context("connecting to DATABASE_URL")?;
-    query_api::app::migrate(&pool)
+    query_api::app::migrate(&db)
         .await
         .context("applying migrations")?;
     match cli.command {
@@ -97,30 +95,30 @@ async fn main() -> anyhow::Result<()> {
                     anyhow::anyhow!("--role must be admin or viewer, not {role:?}")
                 })?;
                 let password = read_password()?;
-                auth::create_user(&pool, &username, &password, role).await?;
+                auth::create_user(&db, &username, &password, role).await?;
                 println!("created {role} {username}", role = role.as_str());
                 Ok(())
             }
             UserAction::List => {
-                for (name, role) in auth::list_users(&pool).await? {
+                for (name, role) in auth::list_users(&db).await? {
                     println!("{name}\t{role}");
                 }
                 Ok(())
             }
             UserAction::SetPassword { username } => {
                 let password = read_password()?;
-                auth::set_password(&pool, &username, &password).await?;
+                auth::set_password(&db, &username, &password).await?;
                 println!("password of {username} changed; their sessions are ended");
                 Ok(())
             }
             UserAction::Delete { username } => {
-                auth::delete_user(&pool, &username).await?;
+                auth::delete_user(&db, &username).await?;
                 println!("deleted {username}");
                 Ok(())
             }
         },
         None => {
-            let app = query_api::app::Application::build(&config, pool)
+            let app = query_api::app::Application::build(&config, db)
                 .await
                 .context("binding API_LISTEN_ADDR")?;
             tracing::info!(addr = %app.addr(), "query-api listening");

@@ -11,8 +11,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use proto_events::{Envelope, Event, RuleName, RuleSet, RulesChanged};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use sqlx::{MySqlPool, Row};
 use std::time::Duration;
+use storage::{on, Db};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -98,13 +98,12 @@ pub(crate) fn from_dto(dto: &RulesDto) -> Result<RuleSet, String> {
 }
 
 /// The rules in force: as last set through the API, else the configured defaults.
-pub(crate) async fn rules_in_force(
-    pool: &MySqlPool,
-    defaults: RuleSet,
-) -> Result<RuleSet, sqlx::Error> {
-    let stored: Option<String> = sqlx::query_scalar("SELECT rules FROM rules_current WHERE id = 1")
-        .fetch_optional(pool)
-        .await?;
+pub(crate) async fn rules_in_force(db: &Db, defaults: RuleSet) -> Result<RuleSet, sqlx::Error> {
+    let stored: Option<String> = on!(db, |p| sqlx::query_scalar(
+        "SELECT rules FROM rules_current WHERE id = 1"
+    )
+    .fetch_optional(p)
+    .await)?;
     Ok(stored
         .and_then(|s| serde_json::from_str(&s).ok())
         .unwrap_or(defaults))
@@ -136,36 +135,39 @@ enum PutResponse {
     Unavailable(Json<ErrorBody>),
 }
 
+/// Where `RulesChanged` goes: the machine-event log of either mode.
+pub enum EventLogWriter {
+    /// Kafka: one copy per partition of the machine-event topic.
+    Kafka(FutureProducer),
+    /// The embedded log (one partition).
+    Embedded(storage::log::EventLog),
+    /// Neither is configured: rule changes are refused.
+    None,
+}
+
 /// The rules endpoints.
 pub struct RulesApi {
     /// Where the current rules are recorded.
-    pub pool: MySqlPool,
+    pub db: Db,
     /// The configured defaults.
     pub defaults: RuleSet,
-    /// Publishes `RulesChanged`; `None` without `KAFKA_BROKERS`.
-    pub producer: Option<FutureProducer>,
+    /// Publishes `RulesChanged`.
+    pub log: EventLogWriter,
     /// The machine-event topic.
     pub topic: String,
 }
 
 impl RulesApi {
     async fn current(&self) -> Result<RulesDto, sqlx::Error> {
-        let row =
-            sqlx::query("SELECT rules, changed_by, changed_at FROM rules_current WHERE id = 1")
-                .fetch_optional(&self.pool)
-                .await?;
+        let row: Option<(String, String, chrono::NaiveDateTime)> = on!(&self.db, |p| {
+            sqlx::query_as("SELECT rules, changed_by, changed_at FROM rules_current WHERE id = 1")
+                .fetch_optional(p)
+                .await
+        })?;
         Ok(match row {
-            Some(r) => {
-                let rules: RuleSet = serde_json::from_str(&r.try_get::<String, _>("rules")?)
-                    .unwrap_or(self.defaults);
-                to_dto(
-                    &rules,
-                    r.try_get("changed_by")?,
-                    Some(
-                        r.try_get::<chrono::NaiveDateTime, _>("changed_at")?
-                            .and_utc(),
-                    ),
-                )
+            Some((rules, changed_by, changed_at)) => {
+                let rules: RuleSet = serde_json::from_str(&rules).unwrap_or(self.defaults);
+                to_dto(&rules, Some(changed_by), Some(changed_at.and_utc()))
             }
             None => to_dto(&self.defaults, None, None),
         })
@@ -227,12 +229,12 @@ impl RulesApi {
             Ok(r) => r,
             Err(why) => return PutResponse::BadRequest(Json(ErrorBody::new("bad_request", why))),
         };
-        let Some(producer) = &self.producer else {
+        if matches!(self.log, EventLogWriter::None) {
             return PutResponse::Unavailable(Json(ErrorBody::new(
                 "unavailable",
                 "rule changes need the event log (KAFKA_BROKERS is not set)",
             )));
-        };
+        }
         let now = Utc::now();
         let env = Envelope {
             event_id: uuid::Uuid::new_v4(),
@@ -243,22 +245,35 @@ impl RulesApi {
                 changed_by: user.username.clone(),
             }),
         };
-        if let Err(e) = self.publish(producer, &env).await {
+        let published = match &self.log {
+            EventLogWriter::Kafka(producer) => self.publish(producer, &env).await,
+            EventLogWriter::Embedded(log) => log
+                .append(std::slice::from_ref(&env))
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            EventLogWriter::None => Err("no event log".to_owned()),
+        };
+        if let Err(e) = published {
             tracing::error!(error = %e, "publishing RulesChanged failed");
             return PutResponse::Unavailable(Json(ErrorBody::new(
                 "unavailable",
                 format!("the event log is unavailable: {e}"),
             )));
         }
-        let stored = sqlx::query(
+        let sql = self.db.pick(
             "INSERT INTO rules_current (id, rules, changed_by, changed_at) VALUES (1, ?, ?, ?) \
              ON DUPLICATE KEY UPDATE rules = VALUES(rules), changed_by = VALUES(changed_by), changed_at = VALUES(changed_at)",
-        )
-        .bind(serde_json::to_string(&rules).unwrap_or_default())
-        .bind(&user.username)
-        .bind(now.naive_utc())
-        .execute(&self.pool)
-        .await;
+            "INSERT INTO rules_current (id, rules, changed_by, changed_at) VALUES (1, ?, ?, ?) \
+             ON CONFLICT (id) DO UPDATE SET rules = excluded.rules, changed_by = excluded.changed_by, changed_at = excluded.changed_at",
+        );
+        let stored = on!(&self.db, |p| sqlx::query(sql)
+            .bind(serde_json::to_string(&rules).unwrap_or_default())
+            .bind(&user.username)
+            .bind(now.naive_utc())
+            .execute(p)
+            .await
+            .map(|_| ()));
         if let Err(e) = stored {
             tracing::error!(error = %e, "recording the rules failed after publishing them");
         }

@@ -7,7 +7,7 @@ use poem::http::{Method, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
-use sqlx::MySqlPool;
+use storage::Db;
 
 #[derive(Tags)]
 enum ApiTags {
@@ -74,7 +74,7 @@ enum LogoutResponse {
 #[derive(Clone)]
 pub struct SessionApi {
     /// Users and sessions live here.
-    pub pool: MySqlPool,
+    pub db: Db,
     /// Lifetimes.
     pub policy: SessionPolicy,
     /// Login rate limit.
@@ -114,7 +114,7 @@ impl SessionApi {
     async fn login(&self, req: &Request, body: Json<Credentials>) -> LoginResponse {
         let addr = req.remote_addr().as_socket_addr().map(|a| a.ip());
         match auth::login(
-            &self.pool,
+            &self.db,
             &self.limiter,
             &self.policy,
             &body.username,
@@ -158,7 +158,7 @@ impl SessionApi {
     #[oai(path = "/session", method = "delete", operation_id = "logout")]
     async fn logout(&self, req: &Request) -> LogoutResponse {
         if let Some(id) = cookie_value(req, SESSION_COOKIE) {
-            if let Err(e) = auth::revoke_session(&self.pool, &id).await {
+            if let Err(e) = auth::revoke_session(&self.db, &id).await {
                 tracing::error!(error = %e, "revoking a session failed");
             }
         }
@@ -199,9 +199,9 @@ pub async fn authenticate<E: Endpoint>(
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::to_owned);
     let user = if let Some(token) = bearer {
-        auth::token_user(&state.pool, token.trim()).await
+        auth::token_user(&state.db, token.trim()).await
     } else if let Some(id) = cookie_value(&req, SESSION_COOKIE).filter(|v| !v.is_empty()) {
-        auth::session_user(&state.pool, &state.policy, &id).await
+        auth::session_user(&state.db, &state.policy, &id).await
     } else {
         Ok(None)
     };

@@ -8,7 +8,7 @@ use poem::Request;
 use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
-use sqlx::MySqlPool;
+use storage::{on, Db, LastId};
 
 #[derive(Tags)]
 enum ApiTags {
@@ -67,7 +67,7 @@ enum RevokeResponse {
 /// The tokens endpoints.
 pub struct TokensApi {
     /// Where tokens live.
-    pub pool: MySqlPool,
+    pub db: Db,
 }
 
 #[OpenApi(tag = "ApiTags::Tokens")]
@@ -80,18 +80,21 @@ impl TokensApi {
             Err(e) => return CreateResponse::Forbidden(Json(e)),
         };
         let token = format!("rm_{}", new_secret());
-        let done = sqlx::query(
+        let done = on!(&self.db, |p| {
+            sqlx::query(
             "INSERT INTO api_tokens (user_id, name, token_sha256, created_at) VALUES (?, ?, ?, ?)",
         )
         .bind(user.id)
         .bind(&body.name)
         .bind(digest(&token))
         .bind(chrono::Utc::now().naive_utc())
-        .execute(&self.pool)
-        .await;
+        .execute(p)
+        .await
+        .map(|d| d.last_id())
+        });
         match done {
-            Ok(d) => CreateResponse::Created(Json(CreatedToken {
-                id: d.last_insert_id() as i64,
+            Ok(id) => CreateResponse::Created(Json(CreatedToken {
+                id,
                 name: body.name.clone(),
                 token,
             })),
@@ -108,15 +111,16 @@ impl TokensApi {
         if let Err(e) = require_admin(req) {
             return RevokeResponse::Forbidden(Json(e));
         }
-        match sqlx::query(
+        match on!(&self.db, |p| sqlx::query(
             "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
         )
         .bind(chrono::Utc::now().naive_utc())
         .bind(id.0)
-        .execute(&self.pool)
+        .execute(p)
         .await
+        .map(|d| d.rows_affected()))
         {
-            Ok(d) if d.rows_affected() == 1 => RevokeResponse::Revoked,
+            Ok(1) => RevokeResponse::Revoked,
             Ok(_) => RevokeResponse::NotFound(Json(ErrorBody::new(
                 "not_found",
                 format!("no live token with id {}", id.0),

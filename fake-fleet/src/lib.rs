@@ -29,6 +29,10 @@
 //!   port it is faithful: the listener is closed during the down window, so connections are
 //!   refused by the kernel, and bound again on the same port once the window ends.
 
+/// The `--demo` scenario: every rule fires within about a minute with the demo's
+/// short rule durations (`scenarios/quickstart.json`).
+pub const QUICKSTART: &str = include_str!("../scenarios/quickstart.json");
+
 use std::collections::HashMap;
 use std::fmt;
 use std::io;
@@ -1610,6 +1614,32 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios/demo.json");
         let s = Scenario::from_file(path).unwrap();
         assert!(s.machines.len() >= 12);
+    }
+
+    #[test]
+    fn quickstart_scenario_breaches_every_rule_within_a_minute() {
+        let s = Scenario::from_json_str(QUICKSTART).unwrap();
+        // Over the first minute: a CPU spike that ends, memory held high, the disk
+        // past 95%, and an outage that ends.
+        let at = |name: &str, t: f64| {
+            s.machines
+                .iter()
+                .find(|m| m.name == name)
+                .unwrap()
+                .behaviour
+                .clone()
+                .respond(t, 0)
+        };
+        let field = |r: Response, key: &str| match r {
+            Response::Json(body) => serde_json::from_str::<Value>(&body).unwrap()[key].to_string(),
+            other => panic!("expected a payload, got {other:?}"),
+        };
+        assert!(field(at("web-2", 20.0), "cpu").contains("97"));
+        assert!(field(at("web-2", 45.0), "cpu").contains("25"));
+        assert!(field(at("cache-1", 20.0), "mem").contains("94"));
+        assert!(field(at("logs-1", 30.0), "disk").contains("96"));
+        assert!(matches!(at("db-1", 30.0), Response::Drop));
+        assert!(!matches!(at("db-1", 75.0), Response::Drop));
     }
 
     #[test]

@@ -6,11 +6,11 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use integration_tests::fleet::{Fleet, FleetClock, Scenario};
+use fake_fleet::{Fleet, FleetClock, Scenario};
 
 const USAGE: &str = "usage: fake-fleet --scenario FILE.json --listen IP:PORT [--speed N]
 
-  --scenario FILE   scenario file (JSON, see integration-tests/scenarios/demo.json)
+  --scenario FILE   scenario file (JSON, see fake-fleet/scenarios/demo.json)
   --listen IP:PORT  address of the shared HTTP listener (port 0 = ephemeral)
   --speed N         scenario seconds per real second (default 1.0, must be > 0)
   --help            show this help";
