@@ -55,6 +55,7 @@ fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,sqlx=warn".into()),
         )
+        .with_writer(std::io::stderr)
         .init();
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -112,7 +113,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         log = if scaled { "kafka" } else { "embedded" },
         "store ready"
     );
-    first_run_admin(&db).await?;
+    first_run_admin(&db, &api_config.database_url).await?;
 
     let fleet = if cli.demo {
         Some(start_demo_fleet(&db).await?)
@@ -224,7 +225,7 @@ async fn shutdown_signal() {
 }
 
 /// With no user at all, creates `admin` with a random password and prints it once.
-async fn first_run_admin(db: &Db) -> anyhow::Result<()> {
+async fn first_run_admin(db: &Db, database_url: &str) -> anyhow::Result<()> {
     let users: i64 = on!(db, |p| sqlx::query_scalar("SELECT COUNT(*) FROM users")
         .fetch_one(p)
         .await)?;
@@ -241,7 +242,13 @@ async fn first_run_admin(db: &Db) -> anyhow::Result<()> {
     println!("  username: admin");
     println!("  password: {password}");
     println!("  It is shown only this once. Change it with:");
-    println!("  DATABASE_URL=... query-api user set-password admin");
+    // A MySQL URL may carry a password: only the embedded store's path is shown.
+    let shown = if database_url.starts_with("sqlite:") {
+        database_url
+    } else {
+        "<your DATABASE_URL>"
+    };
+    println!("  DATABASE_URL={shown} cargo run -p query-api -- user set-password admin");
     println!("================================================================");
     println!();
     Ok(())
