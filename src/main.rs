@@ -22,7 +22,7 @@ use tokio::sync::watch;
     about = "Polls machines, opens and resolves incidents by rules, serves the dashboard and the API: all in one process."
 )]
 struct Cli {
-    /// Also start a fake fleet (web-2, batch-1, cache-1, logs-1, db-1, web-1) whose
+    /// Also start a fake fleet (`.env` is not read in this mode) (web-2, batch-1, cache-1, logs-1, db-1, web-1) whose
     /// scenarios trigger every rule within about a minute, with short rule
     /// durations (mem 30s, disk 45s, unreachable 20s) and polls every 2s, unless
     /// RULE_* / POLL_INTERVAL say otherwise.
@@ -48,8 +48,12 @@ const DEMO_DEFAULTS: [(&str, &str); 7] = [
 ];
 
 fn main() -> anyhow::Result<()> {
-    let _ = dotenvy::dotenv();
     let cli = Cli::parse();
+    // `--demo` is self-contained: a `.env` written for a Kafka + MySQL deployment
+    // (example.env) must not turn the demo into something else.
+    if !cli.demo {
+        let _ = dotenvy::dotenv();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -76,6 +80,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         (false, _) => false,
     };
+    let mut embedded_file = None;
     if !scaled {
         let dir = cli
             .data_dir
@@ -84,8 +89,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .unwrap_or_else(|| PathBuf::from("data"));
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("creating the data directory {} (DATA_DIR)", dir.display()))?;
-        env.entry("DATABASE_URL".into())
-            .or_insert_with(|| format!("sqlite://{}", dir.join("monitor.db").display()));
+        if !env.contains_key("DATABASE_URL") {
+            embedded_file = Some(dir.join("monitor.db"));
+            env.insert(
+                "DATABASE_URL".into(),
+                format!("sqlite://{}", dir.join("monitor.db").display()),
+            );
+        }
     }
     if let Some(listen) = cli.listen {
         env.insert("API_LISTEN_ADDR".into(), listen.to_string());
@@ -103,10 +113,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let ingest_config = ingest::config::IngestConfig::from_settings(&settings)?;
     let rules = settings.rules()?;
     let batch_max = settings.parse_or("PROCESSOR_BATCH_MAX", 1000u32)?;
+    if !(1..=20_000).contains(&batch_max) {
+        return Err(proto_events::settings::SettingError {
+            key: "PROCESSOR_BATCH_MAX".into(),
+            message: "must be from 1 to 20000".into(),
+        }
+        .into());
+    }
 
-    let db = Db::connect(&api_config.database_url, 8)
-        .await
-        .context("connecting to DATABASE_URL")?;
+    let db = match &embedded_file {
+        // A path is opened as a path (no URL parsing of `?`, `%` or `#` in it).
+        Some(file) => Db::open_sqlite_file(file, 8)
+            .await
+            .with_context(|| format!("opening {}", file.display()))?,
+        None => Db::connect(&api_config.database_url, 8)
+            .await
+            .context("connecting to DATABASE_URL")?,
+    };
     db.migrate().await.context("applying migrations")?;
     tracing::info!(
         backend = db.backend(),
@@ -115,9 +138,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     );
     first_run_admin(&db, &api_config.database_url).await?;
 
+    // Bind first: a second instance on the same address stops here, before it
+    // touches the registry.
+    let app = query_api::app::Application::build(&api_config, db.clone())
+        .await
+        .with_context(|| format!("binding API_LISTEN_ADDR {}", api_config.listen_addr))?;
     let fleet = if cli.demo {
         Some(start_demo_fleet(&db).await?)
     } else {
+        disable_demo_machines(&db).await?;
         None
     };
 
@@ -129,9 +158,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     };
     let mut tasks = tokio::task::JoinSet::new();
-    let app = query_api::app::Application::build(&api_config, db.clone())
-        .await
-        .with_context(|| format!("binding API_LISTEN_ADDR {}", api_config.listen_addr))?;
     let addr = app.addr();
     if scaled {
         let processor_config = processor::config::ProcessorConfig::from_settings(&settings)?;
@@ -248,7 +274,7 @@ async fn first_run_admin(db: &Db, database_url: &str) -> anyhow::Result<()> {
     } else {
         "<your DATABASE_URL>"
     };
-    println!("  DATABASE_URL={shown} cargo run -p query-api -- user set-password admin");
+    println!("  DATABASE_URL={shown} cargo run -p query-api -- user set-password --username admin");
     println!("================================================================");
     println!();
     Ok(())
@@ -264,10 +290,10 @@ async fn start_demo_fleet(db: &Db) -> anyhow::Result<fake_fleet::FleetHandle> {
     let sql = db.pick(
         "INSERT INTO machines (name, url, enabled, interval_ms, labels, created_at, updated_at) \
          VALUES (?, ?, TRUE, NULL, '{\"demo\":\"true\"}', ?, ?) \
-         ON DUPLICATE KEY UPDATE url = VALUES(url), updated_at = VALUES(updated_at)",
+         ON DUPLICATE KEY UPDATE url = VALUES(url), enabled = TRUE, updated_at = VALUES(updated_at)",
         "INSERT INTO machines (name, url, enabled, interval_ms, labels, created_at, updated_at) \
          VALUES (?, ?, TRUE, NULL, '{\"demo\":\"true\"}', ?, ?) \
-         ON CONFLICT (name) DO UPDATE SET url = excluded.url, updated_at = excluded.updated_at",
+         ON CONFLICT (name) DO UPDATE SET url = excluded.url, enabled = TRUE, updated_at = excluded.updated_at",
     );
     for name in fleet.names() {
         let url = fleet.url_of(&name);
@@ -283,4 +309,30 @@ async fn start_demo_fleet(db: &Db) -> anyhow::Result<fake_fleet::FleetHandle> {
     }
     tracing::info!(addr = %fleet.addr(), "demo fleet started");
     Ok(fleet)
+}
+
+/// The label `--demo` registers its machines with.
+const DEMO_LABELS: &str = "{\"demo\":\"true\"}";
+
+/// Without `--demo`, the demo's machines (whose fleet is not running) are
+/// disabled rather than reported unreachable; `--demo` enables them again.
+async fn disable_demo_machines(db: &Db) -> anyhow::Result<()> {
+    let disabled =
+        on!(db, |p| {
+            sqlx::query(
+        "UPDATE machines SET enabled = FALSE, updated_at = ? WHERE labels = ? AND enabled = TRUE"
+    )
+    .bind(chrono::Utc::now().naive_utc())
+    .bind(DEMO_LABELS)
+    .execute(p)
+    .await
+    .map(|d| d.rows_affected())
+        })?;
+    if disabled > 0 {
+        tracing::info!(
+            disabled,
+            "demo machines disabled (their fleet runs only with --demo)"
+        );
+    }
+    Ok(())
 }

@@ -19,6 +19,7 @@ struct Monitor {
 impl Monitor {
     fn start(data_dir: &std::path::Path, listen: &str) -> anyhow::Result<Self> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_resource-monitor"))
+            .current_dir(std::env::temp_dir())
             .args(["--demo", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .env_remove("DATABASE_URL")

@@ -1,6 +1,7 @@
 -- The embedded (SQLite) backend's schema: the same tables and columns as the
 -- MySQL migrations in `migrations/` (times as text 'YYYY-MM-DD HH:MM:SS.fff' UTC),
--- plus `events`, the embedded event log that stands in for Kafka.
+-- plus `events`, the embedded event log that stands in for Kafka. Machine and
+-- user names compare case-insensitively, as under MySQL's default collation.
 
 -- The embedded, durable event log: one row per event, `log_offset` is the
 -- position the processor commits with its projections (one partition, 0).
@@ -13,7 +14,7 @@ CREATE TABLE events (
 
 CREATE TABLE machines (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL COLLATE NOCASE UNIQUE,
     url TEXT NOT NULL,
     enabled BOOLEAN NOT NULL DEFAULT TRUE,
     interval_ms BIGINT NULL,
@@ -93,7 +94,7 @@ CREATE TABLE incident_outbox (
 
 CREATE TABLE users (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
-    username TEXT NOT NULL UNIQUE,
+    username TEXT NOT NULL COLLATE NOCASE UNIQUE,
     password_hash TEXT NOT NULL,
     role TEXT NOT NULL,
     created_at TEXT NOT NULL

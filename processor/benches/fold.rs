@@ -1,5 +1,6 @@
 //! Benchmarks of the pure parts, without a harness dependency (plain `main`):
-//! - fold ns/event over 10,000 machines (target ≤ 50 ns/event);
+//! - fold ns/event over 10,000 machines (target ≤ 50 ns/event), and the envelope
+//!   decode a log replay adds per event;
 //! - backtest history lines/s over a generated file of ≥ 5 million lines
 //!   (target ≥ 1.5 M lines/s on one core).
 //!
@@ -57,6 +58,23 @@ fn fold_bench(label: &str, mem_hot_every: usize, cpu_hot_every: usize) {
         best = best.min(t.elapsed().as_nanos() as f64 / events.len() as f64);
     }
     println!("fold ({label}): {machines} machines x {rounds} polls = {} events; best of 5: {best:.1} ns/event ({emitted_total} incident events emitted over the runs)", events.len());
+    // What a log replay adds per event: decoding the wire form.
+    let wire: Vec<Vec<u8>> = events.iter().take(200_000).map(Envelope::encode).collect();
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let mut ok = 0usize;
+        for w in &wire {
+            ok += usize::from(Envelope::decode(w).is_ok());
+        }
+        assert_eq!(ok, wire.len());
+        best = best.min(t.elapsed().as_nanos() as f64 / wire.len() as f64);
+    }
+    println!(
+        "decode ({label}): {} envelopes of {} bytes; best of 3: {best:.1} ns/event",
+        wire.len(),
+        wire.first().map_or(0, Vec::len)
+    );
 }
 
 fn history_bench() {

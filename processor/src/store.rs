@@ -222,11 +222,12 @@ impl Store {
                         }
                     }
                 }
-                if !p.machine_states.is_empty() {
+                let states: Vec<_> = p.machine_states.iter().collect();
+                for chunk in states.chunks(CHUNK) {
                     let mut q = QueryBuilder::new(
                         "INSERT INTO fold_state (consumer_group, machine, partition_id, state) ",
                     );
-                    q.push_values(&p.machine_states, |mut b, (machine, state)| {
+                    q.push_values(chunk, |mut b, (machine, state)| {
                         b.push_bind(&self.group)
                             .push_bind(machine)
                             .push_bind(partition)
@@ -271,7 +272,7 @@ impl Store {
             // Samples and the latest state per machine.
             let polls = &batch.polls;
             if !polls.is_empty() {
-                for chunk in polls.chunks(2_000) {
+                for chunk in polls.chunks(CHUNK) {
                     let mut q = QueryBuilder::new(db.pick(
                         "INSERT IGNORE INTO samples (machine, observed_at, cpu, mem, disk, uptime_s, failure_reason) ",
                         "INSERT OR IGNORE INTO samples (machine, observed_at, cpu, mem, disk, uptime_s, failure_reason) ",
@@ -299,7 +300,7 @@ impl Store {
                     }
                 }
                 let latest: Vec<&Envelope> = latest.into_values().collect();
-                for chunk in latest.chunks(2_000) {
+                for chunk in latest.chunks(CHUNK) {
                     let mut q = QueryBuilder::new(
                         "INSERT INTO machine_latest (machine, observed_at, status, cpu, mem, disk, uptime_s, failure_reason, failure_detail, last_success_at) ",
                     );
@@ -354,10 +355,10 @@ impl Store {
 
             // Incidents: the change feed, updates and resolutions of earlier
             // incidents, then new incidents.
-            if !incidents.order.is_empty() {
+            for chunk in incidents.order.chunks(CHUNK) {
                 let mut feed =
                     QueryBuilder::new("INSERT INTO incident_changes (incident_id, changed_at) ");
-                feed.push_values(&incidents.order, |mut b, id| {
+                feed.push_values(chunk, |mut b, id| {
                     b.push_bind(id.to_string()).push_bind(now);
                 });
                 feed.build().execute(&mut *tx).await?;
@@ -365,10 +366,15 @@ impl Store {
             // Updates and resolutions of earlier incidents first: an incident resolved
             // and a new one opened for the same machine x rule can share a batch, and
             // the new row must not meet the old one still open.
-            if !incidents.existing.is_empty() && !db.is_sqlite() {
-                // MySQL: one multi-row update, a join on a derived table.
+            let mysql_updates = if db.is_sqlite() {
+                &[][..]
+            } else {
+                &incidents.existing[..]
+            };
+            for chunk in mysql_updates.chunks(CHUNK) {
+                // MySQL: one multi-row update per chunk, a join on a derived table.
                 let mut q = QueryBuilder::new("UPDATE incidents i JOIN (");
-                for (n, id) in incidents.existing.iter().enumerate() {
+                for (n, id) in chunk.iter().enumerate() {
                     let c = &incidents.changes[id];
                     q.push(if n == 0 {
                         "SELECT "
@@ -396,7 +402,7 @@ impl Store {
                      i.peak = IF(u.updated AND u.last_breach_at >= i.last_breach_at, u.peak, i.peak), \
                      i.last_value = IF(u.updated AND u.last_breach_at >= i.last_breach_at, u.last_value, i.last_value), \
                      i.last_breach_at = IF(u.updated AND u.last_breach_at >= i.last_breach_at, u.last_breach_at, i.last_breach_at), \
-                     i.resolution = IF(i.resolved_at IS NULL AND u.resolved_at IS NOT NULL, u.resolution, i.resolution), \
+                     i.resolution = IF(i.resolution = '' AND u.resolved_at IS NOT NULL, u.resolution, i.resolution), \
                      i.resolved_at = COALESCE(i.resolved_at, u.resolved_at)",
                 );
                 q.build().execute(&mut *tx).await?;
@@ -411,7 +417,7 @@ impl Store {
                          peak = CASE WHEN ? AND ? >= last_breach_at THEN ? ELSE peak END, \
                          last_value = CASE WHEN ? AND ? >= last_breach_at THEN ? ELSE last_value END, \
                          last_breach_at = CASE WHEN ? AND ? >= last_breach_at THEN ? ELSE last_breach_at END, \
-                         resolution = CASE WHEN resolved_at IS NULL AND ? IS NOT NULL THEN ? ELSE resolution END, \
+                         resolution = CASE WHEN resolution = '' AND ? IS NOT NULL THEN ? ELSE resolution END, \
                          resolved_at = COALESCE(resolved_at, ?) \
                          WHERE id = ?",
                     )
@@ -432,11 +438,11 @@ impl Store {
                     .await?;
                 }
             }
-            if !incidents.new.is_empty() {
+            for chunk in incidents.new.chunks(CHUNK) {
                 let mut q = QueryBuilder::new(
                     "INSERT INTO incidents (id, machine, rule, threshold, for_ms, started_at, opened_at, peak, last_value, last_breach_at, resolved_at, resolution) ",
                 );
-                q.push_values(&incidents.new, |mut b, id| {
+                q.push_values(chunk, |mut b, id| {
                     let c = &incidents.changes[id];
                     if let Some((machine, o)) = c.opened {
                         b.push_bind(id.to_string())
@@ -520,6 +526,10 @@ impl Store {
         .map(|_| ()))
     }
 }
+
+/// Rows per multi-row statement: at 12 binds a row, well under SQLite's 32,766
+/// variables and MySQL's 65,535 placeholders per statement.
+const CHUNK: usize = 2_000;
 
 /// `(cpu, mem, disk, uptime_s, failure_reason)` of a poll event.
 #[allow(clippy::type_complexity)]

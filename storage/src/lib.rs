@@ -95,6 +95,25 @@ impl Db {
         }
     }
 
+    /// Opens (creating it if missing) the SQLite file at `path`, taken as a path,
+    /// not parsed as a URL.
+    pub async fn open_sqlite_file(
+        path: &std::path::Path,
+        max_connections: u32,
+    ) -> Result<Db, sqlx::Error> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(30));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .connect_with(options)
+            .await?;
+        Ok(Db::Sqlite(pool))
+    }
+
     /// Applies the backend's migrations (idempotent).
     pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
         match self {

@@ -38,7 +38,7 @@ impl EventLog {
             return Ok(None);
         }
         let mut tx = self.pool.begin().await?;
-        // 4 binds per row, well under SQLite's 32,766 variables per statement.
+        // 3 binds per row, well under SQLite's 32,766 variables per statement.
         for chunk in events.chunks(2_000) {
             let mut q = QueryBuilder::new("INSERT INTO events (machine, at, payload) ");
             q.push_values(chunk, |mut b, env| {
