@@ -317,9 +317,8 @@ const DEMO_LABELS: &str = "{\"demo\":\"true\"}";
 /// Without `--demo`, the demo's machines (whose fleet is not running) are
 /// disabled rather than reported unreachable; `--demo` enables them again.
 async fn disable_demo_machines(db: &Db) -> anyhow::Result<()> {
-    let disabled =
-        on!(db, |p| {
-            sqlx::query(
+    let disabled = on!(db, |p| {
+        sqlx::query(
         "UPDATE machines SET enabled = FALSE, updated_at = ? WHERE labels = ? AND enabled = TRUE"
     )
     .bind(chrono::Utc::now().naive_utc())
@@ -327,7 +326,7 @@ async fn disable_demo_machines(db: &Db) -> anyhow::Result<()> {
     .execute(p)
     .await
     .map(|d| d.rows_affected())
-        })?;
+    })?;
     if disabled > 0 {
         tracing::info!(
             disabled,
