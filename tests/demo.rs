@@ -214,3 +214,115 @@ async fn demo_shows_every_rule_and_survives_a_kill() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok(())
 }
+
+/// With `KAFKA_BROKERS` and `DATABASE_URL` set, the same binary runs on Kafka and
+/// MySQL: the first user lands in MySQL, and a machine added through the API is
+/// polled, its events go through Kafka, and its latest state shows in the API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_kafka_and_mysql_set_it_uses_them() -> anyhow::Result<()> {
+    use sqlx::{Connection, Executor};
+    let server = std::env::var("TEST_MYSQL_URL")
+        .map_err(|_| anyhow::anyhow!("TEST_MYSQL_URL is required (MariaDB/MySQL)"))?;
+    let brokers = std::env::var("TEST_KAFKA_BROKERS")
+        .map_err(|_| anyhow::anyhow!("TEST_KAFKA_BROKERS is required (a Kafka-protocol broker)"))?;
+    let name = format!("rm_{}", std::process::id());
+    let mut admin = sqlx::MySqlConnection::connect(&server).await?;
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS `{name}`").as_str())
+        .await?;
+    admin
+        .execute(format!("CREATE DATABASE `{name}`").as_str())
+        .await?;
+    let url = format!("{}/{name}", server.trim_end_matches('/'));
+    let addr = free_addr()?;
+    let base = format!("http://{addr}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_resource-monitor"))
+        .current_dir(std::env::temp_dir())
+        .args(["--listen", &addr])
+        .env("DATABASE_URL", &url)
+        .env("KAFKA_BROKERS", &brokers)
+        .env("PROCESSOR_GROUP_ID", &name)
+        .env("KAFKA_FETCH_WAIT_MAX_MS", "10")
+        .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
+        .env("KAFKA_MAX_POLL_INTERVAL_MS", "6000")
+        .env("POLL_INTERVAL", "1s")
+        .env("MACHINES_REFRESH", "500ms")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            println!("monitor: {line}");
+            let _ = tx.send(line);
+        }
+    });
+    let monitor = Monitor { child, lines };
+    let printed = monitor.until_running()?;
+    let password = printed
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("password: "))
+        .ok_or_else(|| anyhow::anyhow!("no first-run password printed: {printed:?}"))?
+        .to_owned();
+    let users: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM `{name}`.users WHERE username = 'admin'"
+    ))
+    .fetch_one(&mut admin)
+    .await?;
+    assert_eq!(users, 1, "the first user is in MySQL");
+
+    let client = reqwest::Client::new();
+    let login = client
+        .post(format!("{base}/api/session"))
+        .header("content-type", "application/json")
+        .body(serde_json::json!({"username": "admin", "password": password}).to_string())
+        .send()
+        .await?;
+    assert_eq!(login.status(), 200);
+    let cookie = login
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_default()
+        .to_owned();
+    let csrf = serde_json::from_slice::<Value>(&login.bytes().await?)?["csrf_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // The monitor's own /healthz stands in for a machine: it is not a status
+    // payload, so polls fail and the machine shows as unreachable. Its name is
+    // unique to this run, so only this run's events (on the fixed topic) count.
+    let added = client
+        .post(format!("{base}/api/machines"))
+        .header("cookie", &cookie)
+        .header("x-csrf-token", &csrf)
+        .header("content-type", "application/json")
+        .body(serde_json::json!({"name": name, "url": format!("{base}/healthz")}).to_string())
+        .send()
+        .await?;
+    assert_eq!(added.status(), 201);
+    let started = Instant::now();
+    loop {
+        let (_, machines) = get(&client, &format!("{base}/api/machines"), &cookie).await?;
+        let status = machines["machines"][0]["status"].as_str().unwrap_or("");
+        if status == "unreachable" {
+            break;
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(60),
+            "no poll result through Kafka after a minute: {machines}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    drop(monitor);
+    admin
+        .execute(format!("DROP DATABASE IF EXISTS `{name}`").as_str())
+        .await?;
+    Ok(())
+}
