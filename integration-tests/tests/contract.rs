@@ -8,7 +8,8 @@
 //! times and peaks) through `/api/incidents`; a processor stopped half-way and
 //! started again neither loses nor duplicates anything (exactly once); latest state
 //! and samples through `/api/machines`; a backtest through `/api/backtests`
-//! reproduces the recorded incidents (empty diff).
+//! reproduces the recorded incidents (empty diff); a rule change through
+//! `/api/rules` reaches every partition's fold through the log.
 
 use integration_tests::services::{create_topic, fresh_database, fresh_topics, TestDatabase};
 use integration_tests::spawn::{spawn_api_on, spawn_processor, Spawned};
@@ -142,7 +143,11 @@ impl Backend {
         let mut map = HashMap::new();
         map.insert("DATABASE_URL".to_owned(), "unused://".to_owned());
         map.insert("API_LISTEN_ADDR".to_owned(), "127.0.0.1:0".to_owned());
-        let config = query_api::config::ApiConfig::from_settings(&Settings::from_map(map))?;
+        let mut config = query_api::config::ApiConfig::from_settings(&Settings::from_map(map))?;
+        if let Backend::Kafka { topic, .. } = self {
+            config.kafka_brokers = Some(integration_tests::services::kafka_brokers()?);
+            config.machine_events_topic = topic.clone();
+        }
         let log = match self {
             Backend::Embedded { log, .. } => Some(log.clone()),
             Backend::Kafka { .. } => None,
@@ -412,6 +417,41 @@ async fn contract(backend: Backend) -> anyhow::Result<()> {
         .map(|r| r["would_open"].as_u64().unwrap_or(0))
         .sum();
     assert_eq!(would_open, expected_all.len() as u64, "{name}");
+
+    // A rule change through the API reaches the processor through the log.
+    let mut rules = done["rules"].clone();
+    rules["cpu"]["threshold"] = json!(97.5);
+    let r = api
+        .http
+        .put(format!("{}/api/rules", api.base_url))
+        .header("cookie", &api.cookie)
+        .header("x-csrf-token", &api.csrf)
+        .header("content-type", "application/json")
+        .body(rules.to_string())
+        .send()
+        .await?;
+    assert_eq!(r.status(), 200, "{name}: PUT /api/rules");
+    assert_eq!(
+        api.get("/api/rules").await?["cpu"]["threshold"],
+        97.5,
+        "{name}"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let timelines: Vec<String> = on!(backend.db(), |p| sqlx::query_scalar(
+            "SELECT rules_timeline FROM processor_offsets"
+        )
+        .fetch_all(p)
+        .await)?;
+        if !timelines.is_empty() && timelines.iter().all(|t| t.contains("97.5")) {
+            break;
+        }
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: the rule change did not reach every partition's fold: {timelines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     processor.stop().await?;
     api_service.stop().await?;
