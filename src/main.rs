@@ -212,10 +212,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
     }
     let _ = stop_tx.send(true);
-    while let Some(ended) = tasks.join_next().await {
-        if let Ok(Err(e)) = ended {
-            tracing::warn!(error = %e, "a service stopped with an error");
+    // Services finish their work in hand (a commit, buffered events); one that is
+    // stuck (say, retrying a store that is gone) does not hold the exit forever.
+    let drained = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while let Some(ended) = tasks.join_next().await {
+            if let Ok(Err(e)) = ended {
+                tracing::warn!(error = %e, "a service stopped with an error");
+            }
         }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::error!(
+            "services did not stop within 30s; exiting anyway (committed work is safe)"
+        );
+        tasks.abort_all();
     }
     if let Some(fleet) = fleet {
         fleet.shutdown().await;
