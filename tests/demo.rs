@@ -17,13 +17,22 @@ struct Monitor {
 }
 
 impl Monitor {
+    /// `--demo` on the embedded store in `data_dir`.
     fn start(data_dir: &std::path::Path, listen: &str) -> anyhow::Result<Self> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_resource-monitor"))
-            .current_dir(std::env::temp_dir())
+        let mut command = Command::new(env!("CARGO_BIN_EXE_resource-monitor"));
+        command
             .args(["--demo", "--listen", listen, "--data-dir"])
             .arg(data_dir)
             .env_remove("DATABASE_URL")
-            .env_remove("KAFKA_BROKERS")
+            .env_remove("KAFKA_BROKERS");
+        Self::spawn(command)
+    }
+
+    /// Runs `command` (the binary, with its arguments and settings), quiet logs,
+    /// stdout read line by line.
+    fn spawn(mut command: Command) -> anyhow::Result<Self> {
+        let mut child = command
+            .current_dir(std::env::temp_dir())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -236,8 +245,8 @@ async fn with_kafka_and_mysql_set_it_uses_them() -> anyhow::Result<()> {
     let url = format!("{}/{name}", server.trim_end_matches('/'));
     let addr = free_addr()?;
     let base = format!("http://{addr}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_resource-monitor"))
-        .current_dir(std::env::temp_dir())
+    let mut command = Command::new(env!("CARGO_BIN_EXE_resource-monitor"));
+    command
         .args(["--listen", &addr])
         .env("DATABASE_URL", &url)
         .env("KAFKA_BROKERS", &brokers)
@@ -246,23 +255,8 @@ async fn with_kafka_and_mysql_set_it_uses_them() -> anyhow::Result<()> {
         .env("KAFKA_SESSION_TIMEOUT_MS", "6000")
         .env("KAFKA_MAX_POLL_INTERVAL_MS", "6000")
         .env("POLL_INTERVAL", "1s")
-        .env("MACHINES_REFRESH", "500ms")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            println!("monitor: {line}");
-            let _ = tx.send(line);
-        }
-    });
-    let monitor = Monitor { child, lines };
+        .env("MACHINES_REFRESH", "500ms");
+    let monitor = Monitor::spawn(command)?;
     let printed = monitor.until_running()?;
     let password = printed
         .iter()
