@@ -473,7 +473,10 @@ async fn replay_kafka(
     // Watermarks are a lower bound only (tansu has reported the start of the last
     // record batch as the high watermark): once every partition has passed its
     // watermark, keep draining until the log stays quiet for a moment.
-    while reading {
+    loop {
+        if !reading {
+            break;
+        }
         let quiet = remaining.is_empty() && !seen.is_empty();
         let wait = if quiet {
             Duration::from_millis(1500)
