@@ -93,9 +93,7 @@ fn serve() -> anyhow::Result<()> {
             let db = storage::Db::connect(&config.database_url, 4)
                 .await
                 .context("connecting to DATABASE_URL")?;
-            processor::store::migrate(&db)
-                .await
-                .context("applying migrations")?;
+            db.migrate().await.context("applying migrations")?;
             let processor = processor::service::Processor::build(config, db).await?;
             processor
                 .run(async {

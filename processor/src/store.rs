@@ -610,8 +610,3 @@ fn coalesce_incidents(events: &[Envelope]) -> Coalesced<'_> {
     c.existing = existing;
     c
 }
-
-/// Applies the backend's schema migrations (idempotent).
-pub async fn migrate(db: &Db) -> Result<(), sqlx::migrate::MigrateError> {
-    db.migrate().await
-}

@@ -201,8 +201,3 @@ impl Application {
             .await
     }
 }
-
-/// Applies the backend's schema migrations (idempotent, locked).
-pub async fn migrate(db: &Db) -> Result<(), sqlx::migrate::MigrateError> {
-    db.migrate().await
-}

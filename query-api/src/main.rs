@@ -81,9 +81,7 @@ async fn main() -> anyhow::Result<()> {
     let db = storage::Db::connect(&config.database_url, 16)
         .await
         .context("connecting to DATABASE_URL")?;
-    query_api::app::migrate(&db)
-        .await
-        .context("applying migrations")?;
+    db.migrate().await.context("applying migrations")?;
     match cli.command {
         Some(Command::Migrate) => {
             tracing::info!("migrations applied");

@@ -144,14 +144,6 @@ impl Db {
         }
     }
 
-    /// The MySQL pool, if this is MySQL.
-    pub fn mysql(&self) -> Option<&MySqlPool> {
-        match self {
-            Db::MySql(p) => Some(p),
-            Db::Sqlite(_) => None,
-        }
-    }
-
     /// Closes the pool.
     pub async fn close(&self) {
         on!(self, |p| p.close().await)

@@ -79,9 +79,4 @@ impl EventLog {
     pub fn subscribe(&self) -> watch::Receiver<i64> {
         self.appended.subscribe()
     }
-
-    /// The database the log lives in.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
 }
