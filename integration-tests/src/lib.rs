@@ -3,6 +3,7 @@
 //! helpers that spawn each service in-process on port 0.
 
 pub use fake_fleet as fleet;
+pub mod live;
 pub mod services;
 pub mod spawn;
 pub mod streams;

@@ -5,11 +5,10 @@
 //! recorded CPU incidents come back as removed, and the live incidents are left
 //! untouched. Then the dashboard's backtest page is checked in headless Chromium.
 
-use integration_tests::fleet::{Behaviour, Fleet, FleetClock, Scenario};
-use integration_tests::services::{
-    create_topic, eventually, fresh_database, fresh_topics, register_machine,
-};
-use integration_tests::spawn::{spawn_api_with, spawn_ingest, spawn_processor, Api, Session};
+use integration_tests::fleet::{Behaviour, Scenario};
+use integration_tests::live::{record_live_run, LiveRun};
+use integration_tests::services::eventually;
+use integration_tests::spawn::{spawn_api_with, Api, Session};
 use query_api::auth::Role;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -65,7 +64,13 @@ fn rule_counts<'a>(bt: &'a Value, rule: &str) -> &'a Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backtests_run_through_the_api_and_the_page_shows_them() -> anyhow::Result<()> {
-    let fleet = Fleet::start_local(
+    let LiveRun {
+        fleet,
+        db,
+        processor,
+        started,
+        ..
+    } = record_live_run(
         Scenario::new()
             .machine(
                 "hot",
@@ -84,41 +89,10 @@ async fn backtests_run_through_the_api_and_the_page_shows_them() -> anyhow::Resu
                 },
             )
             .machine("down", Behaviour::HttpError { status: 503 }),
-        FleetClock::real(1.0),
-    )
-    .await?;
-    let db = fresh_database().await?;
-    let (topic, incidents_topic) = fresh_topics();
-    create_topic(&topic, 2).await?;
-    create_topic(&incidents_topic, 2).await?;
-    for name in fleet.names() {
-        register_machine(&db.pool, &name, &fleet.url_of(&name), Some(400)).await?;
-    }
-    let started = chrono::Utc::now();
-    let processor = spawn_processor(
-        &db.url,
-        &topic,
-        &incidents_topic,
-        &format!("g-{}", db.name),
         &RULES,
+        3,
     )
     .await?;
-    let ingest = spawn_ingest(&db.url, &topic, &[("MACHINES_REFRESH", "200ms")]).await?;
-    eventually(
-        Duration::from_secs(60),
-        "cpu, mem and unreachable incidents recorded",
-        || async {
-            let rules: Vec<String> = sqlx::query_scalar("SELECT DISTINCT rule FROM incidents")
-                .fetch_all(&db.pool)
-                .await?;
-            anyhow::ensure!(rules.len() >= 3, "rules recorded so far: {rules:?}");
-            Ok(Some(()))
-        },
-    )
-    .await?;
-    ingest.stop().await?;
-    // Let the processor fold the tail of the log; it keeps running for the jobs.
-    tokio::time::sleep(Duration::from_secs(3)).await;
     let live_before: Vec<(String, Option<chrono::NaiveDateTime>)> =
         sqlx::query_as("SELECT id, resolved_at FROM incidents ORDER BY id")
             .fetch_all(&db.pool)

@@ -3,11 +3,9 @@
 //! incidents the processor recorded (empty diff). A what-if with a higher CPU
 //! threshold shows the CPU incidents that would not have opened.
 
-use integration_tests::fleet::{Behaviour, Fleet, FleetClock, Scenario};
-use integration_tests::services::{
-    create_topic, eventually, fresh_database, fresh_topics, kafka_brokers, register_machine,
-};
-use integration_tests::spawn::{spawn_ingest, spawn_processor};
+use integration_tests::fleet::{Behaviour, Scenario};
+use integration_tests::live::{record_live_run, LiveRun};
+use integration_tests::services::kafka_brokers;
 use processor::replay::{replay, Difference, ReplayRequest};
 use proto_events::RuleName;
 use std::time::Duration;
@@ -15,7 +13,8 @@ use std::time::Duration;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replaying_the_recorded_log_with_the_live_rules_gives_an_empty_diff() -> anyhow::Result<()>
 {
-    let fleet = Fleet::start_local(
+    let rules = [("RULE_MEM_FOR", "2s"), ("RULE_UNREACHABLE_FOR", "1s")];
+    let live = record_live_run(
         Scenario::new()
             .machine(
                 "hot",
@@ -42,43 +41,17 @@ async fn replaying_the_recorded_log_with_the_live_rules_gives_an_empty_diff() ->
                 },
             )
             .machine("down", Behaviour::HttpError { status: 503 }),
-        FleetClock::real(1.0),
-    )
-    .await?;
-    let db = fresh_database().await?;
-    let (topic, incidents_topic) = fresh_topics();
-    create_topic(&topic, 2).await?;
-    create_topic(&incidents_topic, 2).await?;
-    for name in fleet.names() {
-        register_machine(&db.pool, &name, &fleet.url_of(&name), Some(400)).await?;
-    }
-    let rules = [("RULE_MEM_FOR", "2s"), ("RULE_UNREACHABLE_FOR", "1s")];
-    let started = chrono::Utc::now();
-    let processor = spawn_processor(
-        &db.url,
-        &topic,
-        &incidents_topic,
-        &format!("g-{}", db.name),
         &rules,
+        3,
     )
     .await?;
-    let ingest = spawn_ingest(&db.url, &topic, &[("MACHINES_REFRESH", "200ms")]).await?;
-    eventually(
-        Duration::from_secs(60),
-        "incidents of cpu, mem and unreachable recorded",
-        || async {
-            let rules: Vec<String> = sqlx::query_scalar("SELECT DISTINCT rule FROM incidents")
-                .fetch_all(&db.pool)
-                .await?;
-            anyhow::ensure!(rules.len() >= 3, "rules recorded so far: {rules:?}");
-            Ok(Some(()))
-        },
-    )
-    .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    ingest.stop().await?;
-    // Let the processor fold the tail of the log, then stop it.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let LiveRun {
+        fleet,
+        db,
+        topic,
+        processor,
+        started,
+    } = live;
     processor.stop().await?;
 
     let mut live_rules = proto_events::RuleSet::default();
