@@ -38,6 +38,7 @@ impl EventLog {
             return Ok(None);
         }
         let mut tx = self.pool.begin().await?;
+        let mut last = 0;
         // 3 binds per row, well under SQLite's 32,766 variables per statement.
         for chunk in events.chunks(2_000) {
             let mut q = QueryBuilder::new("INSERT INTO events (machine, at, payload) ");
@@ -46,11 +47,9 @@ impl EventLog {
                     .push_bind(env.at.naive_utc())
                     .push_bind(env.encode());
             });
-            q.build().execute(&mut *tx).await?;
+            // The rowid of a multi-row insert's last row: the new end of the log.
+            last = q.build().execute(&mut *tx).await?.last_insert_rowid();
         }
-        let last: i64 = sqlx::query_scalar("SELECT MAX(log_offset) FROM events")
-            .fetch_one(&mut *tx)
-            .await?;
         tx.commit().await?;
         self.appended.send_replace(last);
         Ok(Some(last))
